@@ -1,0 +1,67 @@
+# Build a GPT, Notebook by Notebook.
+#   make book   build the static site into book/_build/html (creates .venv first if missing)
+#   make test   unit tests, every notebook under profile `ci` (nbval), and the book with -W
+# Other targets: env lab execute sync bench e2e lint clean
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+PY      = $(BIN)/python
+# The CPU build of PyTorch goes in first: a bare `torch` would pull a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+NBS     = $(sort $(wildcard nbs/[0-9]*.ipynb))
+BOOK_FLAGS = --config book/_config.yml --toc _toc.yml --path-output book
+
+.PHONY: env book test unit nbtest booktest lab execute sync bench e2e lint clean
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+book: env
+	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
+	@echo "open book/_build/html/index.html"
+
+test: unit nbtest booktest
+
+unit: env
+	COURSE_PROFILE=ci $(PY) -m pytest tests -q
+
+nbtest: env
+	COURSE_PROFILE=ci $(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=900 $(NBS)
+
+booktest: env
+	rm -rf book/_build
+	$(BIN)/jupyter-book build . $(BOOK_FLAGS) --warningiserror --nitpick --keep-going --all
+
+lab: env
+	$(BIN)/jupyter lab nbs/
+
+# Re-run every notebook under profile `cpu` and store the outputs the site shows.
+execute: env
+	$(BIN)/jupytext --sync nbs/[0-9]*.py
+	for nb in $(NBS); do \
+	  COURSE_PROFILE=cpu $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=3600 --ExecutePreprocessor.kernel_name=python3 $$nb || exit 1; \
+	  $(PY) -m course_utils.nbclean $$nb; \
+	done
+
+sync: env
+	$(BIN)/jupytext --sync nbs/[0-9]*.py nbs/[0-9]*.ipynb
+
+bench: env
+	$(PY) -m course_utils.benchrun
+
+e2e: env
+	$(PY) -m pytest -q e2e
+
+lint: env
+	$(BIN)/ruff check course_utils tests bench nbs/*.py
+
+clean:
+	rm -rf book/_build .cache .pytest_cache

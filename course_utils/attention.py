@@ -1,0 +1,116 @@
+"""Scaled dot-product attention, its masks, and multi-head self-attention with a KV cache.
+
+`attention` is the readable reference; `MultiHeadAttention` uses PyTorch's fused
+`F.scaled_dot_product_attention` unless asked for the explicit ("math") path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def causal_mask(t_q: int, t_k: int | None = None, device=None) -> torch.Tensor:
+    """Boolean (t_q, t_k) mask, True where a query may look: key position <= query position.
+
+    With a cache the queries are the *last* t_q of t_k positions, so the diagonal is
+    shifted by t_k - t_q (PyTorch's `is_causal=True` aligns top-left, which is wrong there).
+    """
+    t_k = t_q if t_k is None else t_k
+    return torch.ones(t_q, t_k, dtype=torch.bool, device=device).tril(diagonal=t_k - t_q)
+
+
+def padding_mask(idx: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+    """Boolean (B, 1, 1, T) mask from token ids: True at real tokens, False at padding keys."""
+    return (idx != pad_id)[:, None, None, :]
+
+
+def attention(q, k, v, mask: torch.Tensor | None = None, dropout_p: float = 0.0):
+    """softmax(q k^T / sqrt(d_k)) v, written out. Returns (output, weights).
+
+    `mask` is boolean and broadcastable to (..., T_q, T_k): True keeps a score, False
+    sets it to -inf before the softmax (PyTorch's convention for boolean masks).
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    if dropout_p > 0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v, weights
+
+
+@dataclass
+class KVCache:
+    """The keys and values one attention layer has seen so far, shape (B, H, T, head_dim)."""
+
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.size(-2)
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append this step's keys and values; return everything cached so far."""
+        if self.k is None:
+            self.k, self.v = k, v
+        else:
+            self.k = torch.cat([self.k, k], dim=-2)
+            self.v = torch.cat([self.v, v], dim=-2)
+        return self.k, self.v
+
+    def crop(self, length: int) -> None:
+        """Keep only the first `length` positions (e.g. to roll back a speculative step)."""
+        if self.k is not None:
+            self.k, self.v = self.k[..., :length, :], self.v[..., :length, :]
+
+
+class MultiHeadAttention(nn.Module):
+    """Causal multi-head self-attention (注意力): one projection for q, k, v, one for the output."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True,
+                 fused: bool = True):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.n_heads, self.head_dim, self.dropout, self.fused = n_heads, d_model // n_heads, dropout, fused
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
+        self.resid_drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                cache: KVCache | None = None, return_weights: bool = False):
+        """x: (B, T, d_model). key_padding_mask: (B, T_k) bool, True at real tokens."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        # (B, T, C) -> (B, H, T, head_dim)
+        q, k, v = (t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        past = 0 if cache is None else len(cache)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        t_k = k.size(-2)
+
+        mask = None
+        if key_padding_mask is not None or past > 0 or return_weights or not self.fused:
+            if T == 1 and past > 0:
+                mask = None  # one new query may look at everything before it
+            else:
+                mask = causal_mask(T, t_k, device=x.device)
+            if key_padding_mask is not None:
+                keep = key_padding_mask[:, None, None, :].to(torch.bool)
+                mask = keep if mask is None else (mask & keep)
+        p = self.dropout if self.training else 0.0
+        if return_weights or not self.fused:
+            y, weights = attention(q, k, v, mask, dropout_p=p)
+        else:
+            causal_fast = mask is None and past == 0
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
+                                               is_causal=causal_fast)
+            weights = None
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = self.resid_drop(self.proj(y))
+        return (y, weights) if return_weights else y

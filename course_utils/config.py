@@ -1,0 +1,140 @@
+"""Profiles (ci / cpu / gpu), device choice and seeding.
+
+One code path, three sizes: every notebook and script asks `get_profile()` for its
+model size and training budget, so the same cells run in CI, on a laptop and on a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PROFILE_ENV = "COURSE_PROFILE"
+CACHE_ENV = "COURSE_CACHE"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Model size and training budget of one profile."""
+
+    name: str
+    # model (the GPT of chapters 04-11)
+    d_model: int
+    n_heads: int
+    n_layers: int
+    d_ff: int
+    dropout: float
+    block_size: int
+    # pretraining (chapter 05)
+    batch_size: int
+    lr: float
+    max_steps: int
+    warmup_steps: int
+    eval_interval: int
+    eval_iters: int
+    # fine-tuning (chapters 10-11)
+    finetune_lr: float
+    finetune_steps: int
+    # how much data a chapter may touch (None: all of it)
+    max_docs: int | None
+    description: str
+
+    def model_kwargs(self) -> dict:
+        """The GPTConfig fields this profile fixes (vocab_size comes from the data)."""
+        return dict(
+            block_size=self.block_size,
+            d_model=self.d_model,
+            n_heads=self.n_heads,
+            n_layers=self.n_layers,
+            d_ff=self.d_ff,
+            dropout=self.dropout,
+        )
+
+    def replace(self, **changes) -> Profile:
+        return dataclasses.replace(self, **changes)
+
+
+PROFILES: dict[str, Profile] = {
+    # Tiny and fast: exercised by CI and `make test` on 2 CPU cores.
+    "ci": Profile(
+        name="ci",
+        d_model=32, n_heads=2, n_layers=2, d_ff=64, dropout=0.0, block_size=32,
+        batch_size=8, lr=3e-3, max_steps=30, warmup_steps=5, eval_interval=10, eval_iters=2,
+        finetune_lr=1e-3, finetune_steps=20, max_docs=2000,
+        description="tiny model, a few dozen steps: checks that every cell runs",
+    ),
+    # A laptop without a GPU: minutes per notebook, enough to see real learning.
+    "cpu": Profile(
+        name="cpu",
+        d_model=128, n_heads=4, n_layers=4, d_ff=512, dropout=0.0, block_size=128,
+        batch_size=32, lr=2e-3, max_steps=3000, warmup_steps=100, eval_interval=250, eval_iters=20,
+        finetune_lr=5e-4, finetune_steps=600, max_docs=None,
+        description="small model, minutes per notebook on a laptop CPU",
+    ),
+    # The course's settings on one GPU (an RTX 3090 in the original).
+    "gpu": Profile(
+        name="gpu",
+        d_model=256, n_heads=8, n_layers=6, d_ff=1024, dropout=0.1, block_size=128,
+        batch_size=32, lr=1e-4, max_steps=20000, warmup_steps=500, eval_interval=1000,
+        eval_iters=50, finetune_lr=1e-5, finetune_steps=3000, max_docs=None,
+        description="the course's model (d_model 256, 8 heads, 6 layers) on a CUDA GPU",
+    ),
+}
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The active profile: `name`, else $COURSE_PROFILE, else `gpu` with CUDA and `cpu` without."""
+    name = name or os.environ.get(PROFILE_ENV) or ("gpu" if torch.cuda.is_available() else "cpu")
+    name = name.strip().lower()
+    if name not in PROFILES:
+        raise ValueError(
+            f"unknown profile {name!r}: choose one of {', '.join(PROFILES)} "
+            f"(set {PROFILE_ENV} or pass --profile)"
+        )
+    return PROFILES[name]
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """CUDA when present, else Apple's MPS, else the CPU (or `prefer` if given)."""
+    if prefer:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python, NumPy and PyTorch (all devices) so a run can be repeated."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def cache_dir() -> Path:
+    """Where built artifacts (vocabularies, pretrained models) are cached; git-ignores it."""
+    default = Path(__file__).resolve().parent.parent / ".cache"
+    path = Path(os.environ.get(CACHE_ENV, default))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def summary(profile: Profile | None = None) -> str:
+    """One line a notebook prints near its top: profile, device, versions."""
+    profile = profile or get_profile()
+    device = get_device()
+    threads = torch.get_num_threads()
+    return (
+        f"profile={profile.name} ({profile.description}) | device={device} | "
+        f"torch {torch.__version__} | python {platform.python_version()} | {threads} CPU threads"
+    )

@@ -1,0 +1,175 @@
+"""The GPT: token + position embeddings, pre-LayerNorm blocks, a tied language-model head.
+
+Read it top to bottom like nanoGPT's model.py: a config, an MLP, a Block, the GPT.
+`model(idx, targets)` returns `(logits, loss)`; `<pad>` targets are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import KVCache, MultiHeadAttention
+from .vocab import PAD
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    block_size: int = 128
+    d_model: int = 256
+    n_heads: int = 8
+    n_layers: int = 6
+    d_ff: int = 1024
+    dropout: float = 0.1
+    bias: bool = True
+    fused_attention: bool = True  # False: the explicit softmax(QK^T)V path (slower, same math)
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "d_model", "n_heads", "n_layers", "d_ff"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"GPTConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: d_model -> d_ff -> d_model with a GELU."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.fc = nn.Linear(config.d_model, config.d_ff, bias=config.bias)
+        self.proj = nn.Linear(config.d_ff, config.d_model, bias=config.bias)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.drop(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.attn = MultiHeadAttention(config.d_model, config.n_heads, config.dropout,
+                                       bias=config.bias, fused=config.fused_attention)
+        self.ln2 = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, key_padding_mask=None, cache: KVCache | None = None):
+        x = x + self.attn(self.ln1(x), key_padding_mask=key_padding_mask, cache=cache)
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos_emb = nn.Embedding(config.block_size, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.ln_f = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head.weight = self.tok_emb.weight  # weight tying: one matrix reads and writes tokens
+        self.apply(self._init_weights)
+        # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 n_layers)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_input(self, idx: torch.Tensor, past: int) -> None:
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
+            shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
+            raise ValueError(f"idx must be a (batch, time) tensor of token ids, got {shape}")
+        if idx.dtype not in (torch.long, torch.int32, torch.int16, torch.uint8):
+            raise ValueError(f"idx must hold integer token ids, got dtype {idx.dtype}")
+        T, limit = idx.size(1), self.config.block_size
+        if T == 0:
+            raise ValueError("idx is empty: give at least one token")
+        if past + T > limit:
+            raise ValueError(
+                f"sequence of {past + T} tokens exceeds block_size={limit}"
+                + (f" ({past} cached + {T} new)" if past else "")
+                + f": crop it to the last {limit} tokens, e.g. idx[:, -{limit}:]"
+            )
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"token id {bad} is outside the vocabulary (0..{self.config.vocab_size - 1}): "
+                f"encode text with the vocabulary this model was built with"
+            )
+
+    # ------------------------------------------------------------------ forward
+
+    def new_cache(self) -> list[KVCache]:
+        """An empty KV cache, one per block, for `forward(..., cache=...)`."""
+        return [KVCache() for _ in self.blocks]
+
+    def hidden_states(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                      cache: list[KVCache] | None = None) -> torch.Tensor:
+        """The final-LayerNorm outputs (B, T, d_model): the features fine-tuning builds on.
+
+        attention_mask: optional (B, T) bool/0-1 tensor, 1 at real tokens, 0 at padding keys.
+        """
+        past = len(cache[0]) if cache else 0
+        self._check_input(idx, past)
+        if cache is not None and len(cache) != len(self.blocks):
+            raise ValueError(f"cache has {len(cache)} layers, the model {len(self.blocks)}: use model.new_cache()")
+        pos = torch.arange(past, past + idx.size(1), device=idx.device)
+        x = self.drop(self.tok_emb(idx.long()) + self.pos_emb(pos))
+        kpm = None if attention_mask is None else attention_mask.to(torch.bool)
+        for i, block in enumerate(self.blocks):
+            x = block(x, key_padding_mask=kpm, cache=None if cache is None else cache[i])
+        return self.ln_f(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+                attention_mask: torch.Tensor | None = None, cache: list[KVCache] | None = None):
+        """Logits (B, T, vocab) and the cross-entropy loss over non-`<pad>` targets (or None)."""
+        logits = self.lm_head(self.hidden_states(idx, attention_mask, cache))
+        if targets is None:
+            return logits, None
+        if targets.shape != idx.shape:
+            raise ValueError(f"targets {tuple(targets.shape)} must have the shape of idx {tuple(idx.shape)}")
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1).long(),
+                               ignore_index=PAD)
+        return logits, loss
+
+    # ------------------------------------------------------------------ sizes
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Parameters counted once (the tied head shares the embedding's)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def count_parameters(config: GPTConfig) -> int:
+    """The closed form of `GPT(config).num_parameters()` (biases and LayerNorms included)."""
+    d, f, V, T, L = config.d_model, config.d_ff, config.vocab_size, config.block_size, config.n_layers
+    b = 1 if config.bias else 0
+    ln = d * (1 + b)                       # LayerNorm: weight (+ bias)
+    attn = 3 * d * d + 3 * d * b + d * d + d * b
+    mlp = d * f + f * b + f * d + d * b
+    block = 2 * ln + attn + mlp
+    return V * d + T * d + L * block + ln  # tied head: no extra V * d
