@@ -73,8 +73,8 @@ PROFILES: dict[str, Profile] = {
     # A laptop without a GPU: minutes per notebook, enough to see real learning.
     "cpu": Profile(
         name="cpu",
-        d_model=128, n_heads=4, n_layers=4, d_ff=512, dropout=0.0, block_size=128,
-        batch_size=32, lr=2e-3, max_steps=3000, warmup_steps=100, eval_interval=250, eval_iters=20,
+        d_model=128, n_heads=4, n_layers=4, d_ff=512, dropout=0.0, block_size=64,
+        batch_size=32, lr=2e-3, max_steps=2500, warmup_steps=100, eval_interval=250, eval_iters=20,
         finetune_lr=5e-4, finetune_steps=600, max_docs=None,
         description="small model, minutes per notebook on a laptop CPU",
     ),

@@ -1,0 +1,271 @@
+"""Samplers as operations on logits, and generation (greedy, multinomial, beam, KV cache).
+
+Filters work on *logits*: masked entries become -inf and one softmax follows. (The
+source material re-applied softmax to probabilities and applied temperature as
+softmax(log(p)/T), which flattens the distribution; see chapter 08.)
+
+Context rule: the model sees at most `block_size` tokens. When the context is full it
+slides forward by half a block (`block_size // 2` tokens kept), in both the cached and
+the recomputing path, so the two give identical tokens and the cache stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .vocab import PAD, SEP, Vocab
+
+STOP_CHARS = "。？！"
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def check_settings(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                   repetition_penalty: float = 1.0, max_new_tokens: int | None = None) -> None:
+    """Raise ValueError naming the first bad sampler setting."""
+    if not isinstance(temperature, (int, float)) or temperature != temperature or temperature < 0:
+        raise ValueError(f"temperature must be a number >= 0 (0 means greedy), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a whole number >= 1 or None (no top-k), got {top_k!r}")
+    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1] or None (no top-p), got {top_p!r}")
+    if not isinstance(repetition_penalty, (int, float)) or repetition_penalty <= 0:
+        raise ValueError(f"repetition_penalty must be > 0 (1 means none), got {repetition_penalty!r}")
+    if max_new_tokens is not None and (isinstance(max_new_tokens, bool)
+                                       or not isinstance(max_new_tokens, int) or max_new_tokens < 1):
+        raise ValueError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
+
+
+# ---------------------------------------------------------------------------- logits -> logits
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Divide logits by T: T < 1 sharpens, T > 1 flattens. (T = 0 is greedy: use argmax.)"""
+    check_settings(temperature=temperature)
+    if temperature == 0:
+        raise ValueError("temperature 0 is greedy decoding: take the argmax instead of dividing by 0")
+    return logits / temperature
+
+
+def top_k_filter(logits: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Keep exactly the k largest logits (ties broken by index); the rest become -inf."""
+    check_settings(top_k=k)
+    if k is None or k >= logits.size(-1):
+        return logits
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, logits.topk(k, dim=-1).indices, True)
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float | None) -> torch.Tensor:
+    """Nucleus filter: keep the smallest set of most likely tokens whose mass reaches p."""
+    check_settings(top_p=p)
+    if p is None or p >= 1:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs
+    drop_sorted = mass_before >= p  # the mass already reached p before this token
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def apply_repetition_penalty(logits: torch.Tensor, previous: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL's penalty: make tokens already in `previous` (B, T) less likely (penalty > 1)."""
+    check_settings(repetition_penalty=penalty)
+    if penalty == 1.0 or previous.numel() == 0:
+        return logits
+    seen = logits.gather(-1, previous)
+    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits.scatter(-1, previous, seen)
+
+
+def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None) -> torch.Tensor:
+    """Temperature, then top-k, then top-p, all on logits (temperature 0 keeps only the argmax)."""
+    check_settings(temperature, top_k, top_p)
+    if temperature == 0:
+        return top_k_filter(logits, 1)
+    return top_p_filter(top_k_filter(apply_temperature(logits, temperature), top_k), top_p)
+
+
+def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                     top_p: float | None = None) -> torch.Tensor:
+    """The distribution the sampler draws from: one softmax over the filtered logits."""
+    return filter_logits(logits, temperature, top_k, top_p).float().softmax(dim=-1)
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One next token per row of `logits` (B, V) -> (B, 1). Temperature 0 is greedy."""
+    if temperature == 0:
+        check_settings(temperature, top_k, top_p)
+        return logits.argmax(dim=-1, keepdim=True)
+    probs = next_token_probs(logits, temperature, top_k, top_p)
+    return torch.multinomial(probs, 1, generator=generator)
+
+
+# ---------------------------------------------------------------------------- generation
+
+
+def _check_prompt(idx) -> torch.Tensor:
+    if not isinstance(idx, torch.Tensor):
+        idx = torch.as_tensor(idx, dtype=torch.long)
+    if idx.dim() == 1:
+        idx = idx[None]
+    if idx.dim() != 2 or idx.size(1) == 0 or idx.numel() == 0:
+        raise ValueError("the prompt is empty: give at least one token")
+    return idx.long()
+
+
+def _context_start(length: int, start: int, block_size: int) -> int:
+    """Where the model's window begins: slide by half a block whenever it is full."""
+    keep = max(1, block_size // 2)
+    while length - start > block_size:
+        start = length - keep if length - keep > start else start + 1
+    return start
+
+
+@torch.no_grad()
+def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, use_cache: bool = True, *, repetition_penalty: float = 1.0,
+             stop_tokens: Iterable[int] | None = None, generator: torch.Generator | None = None,
+             seed: int | None = None) -> torch.Tensor:
+    """Extend `idx` (B, T) by up to `max_new_tokens` tokens; returns the ids, prompt included.
+
+    Rows that emit a stop token stop there and are padded with `<pad>`; generation ends
+    when every row has stopped. With `use_cache` each step feeds one token through the
+    KV cache instead of re-running the whole context.
+    """
+    check_settings(temperature, top_k, top_p, repetition_penalty, max_new_tokens)
+    idx = _check_prompt(idx)
+    device = next(model.parameters()).device
+    idx = idx.to(device)
+    if seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    stops = torch.tensor(sorted(set(stop_tokens or [])), dtype=torch.long, device=device)
+    block = model.config.block_size
+    was_training = model.training
+    model.eval()
+
+    out = idx
+    done = torch.zeros(idx.size(0), dtype=torch.bool, device=device)
+    start, cache, cached_from = 0, None, None
+    for _ in range(max_new_tokens):
+        start = _context_start(out.size(1), start, block)
+        if use_cache:
+            if cache is None or cached_from != start:
+                cache, cached_from = model.new_cache(), start
+                logits, _ = model(out[:, start:], cache=cache)  # prefill the window
+            else:
+                logits, _ = model(out[:, -1:], cache=cache)
+        else:
+            logits, _ = model(out[:, start:])
+        logits = logits[:, -1, :].float()
+        if repetition_penalty != 1.0:
+            logits = apply_repetition_penalty(logits, out, repetition_penalty)
+        nxt = sample_next(logits, temperature, top_k, top_p, generator)
+        nxt = torch.where(done[:, None], torch.full_like(nxt, PAD), nxt)
+        out = torch.cat([out, nxt], dim=1)
+        if stops.numel():
+            done |= torch.isin(nxt[:, 0], stops)
+            if bool(done.all()):
+                break
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def beam_search(model, idx, max_new_tokens: int, beam_width: int = 4, length_penalty: float = 0.0,
+                stop_tokens: Iterable[int] | None = None) -> torch.Tensor:
+    """The most likely continuation found by keeping `beam_width` partial sequences.
+
+    Scores are summed log-probabilities divided by length**length_penalty. A beam that
+    emits a stop token is finished. Width 1 is greedy decoding. Returns (1, T + n) ids.
+    """
+    if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
+        raise ValueError(f"beam_width must be a whole number >= 1, got {beam_width!r}")
+    check_settings(max_new_tokens=max_new_tokens)
+    idx = _check_prompt(idx)
+    if idx.size(0) != 1:
+        raise ValueError(f"beam_search takes one prompt (batch of 1), got a batch of {idx.size(0)}")
+    device = next(model.parameters()).device
+    stops = set(stop_tokens or [])
+    block, prompt_len = model.config.block_size, idx.size(1)
+    was_training = model.training
+    model.eval()
+
+    def score(logp: float, seq_len: int) -> float:
+        return logp / max(1, seq_len - prompt_len) ** length_penalty
+
+    beams = [(0.0, idx[0].to(device), 0)]  # (log-prob, ids, window start)
+    finished: list[tuple[float, torch.Tensor]] = []
+    for _ in range(max_new_tokens):
+        starts = [_context_start(len(ids), s, block) for _, ids, s in beams]
+        lengths = {len(ids) - s for (_, ids, _), s in zip(beams, starts, strict=True)}
+        if len(lengths) == 1:
+            batch = torch.stack([ids[s:] for (_, ids, _), s in zip(beams, starts, strict=True)])
+            logp = model(batch)[0][:, -1, :].float().log_softmax(-1)
+        else:
+            logp = torch.cat([model(ids[s:][None])[0][:, -1, :].float().log_softmax(-1)
+                              for (_, ids, _), s in zip(beams, starts, strict=True)])
+        totals = torch.tensor([b[0] for b in beams], device=device)[:, None] + logp
+        top = totals.flatten().topk(min(beam_width, totals.numel()))
+        new_beams = []
+        for value, flat in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            b, tok = divmod(flat, logp.size(1))
+            ids = torch.cat([beams[b][1], torch.tensor([tok], device=device)])
+            if tok in stops:
+                finished.append((value, ids))
+            else:
+                new_beams.append((value, ids, starts[b]))
+        beams = new_beams
+        if not beams or (len(finished) >= beam_width and max(
+                score(v, len(i)) for v, i in finished) >= max(score(v, len(i)) for v, i, _ in beams)):
+            break
+    candidates = finished + [(v, i) for v, i, _ in beams]
+    best = max(candidates, key=lambda c: score(c[0], len(c[1])))[1]
+    model.train(was_training)
+    return best[None]
+
+
+# ---------------------------------------------------------------------------- text in, text out
+
+
+def stop_ids(vocab: Vocab, chars: str = STOP_CHARS, sep: bool = True) -> list[int]:
+    """Ids of the course's stop tokens: `<sep>` and 。？！ (those in the vocabulary)."""
+    ids = [vocab.token2idx[c] for c in chars if c in vocab.token2idx]
+    return ([SEP] if sep else []) + ids
+
+
+def encode_prompt(vocab: Vocab, prompt: str) -> list[int]:
+    """Encode a text prompt, refusing an empty one or one the vocabulary cannot read at all."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("the prompt is empty: type at least one character")
+    ids = vocab.encode(prompt)
+    known = [i for i in ids if i != 1]
+    if not known:
+        raise ValueError(f"no character of the prompt {prompt[:30]!r} is in the vocabulary: "
+                         f"try Chinese text like the training corpus")
+    return ids
+
+
+def complete(model, vocab: Vocab, prompt: str, max_new_tokens: int = 50, num_samples: int = 1,
+             stop: bool = True, **settings) -> list[str]:
+    """Text in, `num_samples` continuations out (the prompt not repeated, specials dropped)."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a whole number >= 1, got {num_samples!r}")
+    ids = encode_prompt(vocab, prompt)
+    block = model.config.block_size
+    ids = ids[-block:]
+    idx = torch.tensor([ids] * num_samples, dtype=torch.long)
+    out = generate(model, idx, max_new_tokens, stop_tokens=stop_ids(vocab) if stop else None, **settings)
+    return [vocab.decode(row[len(ids):].tolist(), skip_special=True) for row in out]
+
+
+def decode_batch(vocab: Vocab, ids: torch.Tensor | Sequence[Sequence[int]]) -> list[str]:
+    """Decode each row, dropping `<pad>`/`<sep>`/`<unk>`."""
+    return [vocab.decode(list(map(int, row)), skip_special=True) for row in ids]

@@ -1,0 +1,502 @@
+"""The one training loop of the book: AdamW, warm-up + cosine schedule, clipping,
+accumulation, evaluation, checkpoints and exact resumption.
+
+Chapters 05-11 and the DDP entry point all call `train`. Batches come from a *batch
+source* whose batch at step `s` depends only on `s`, so a resumed run sees exactly the
+batches an uninterrupted run would, and DDP ranks can split one global batch.
+
+Command line: `python -m course_utils.train --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import amp
+from .model import GPT, GPTConfig
+from .vocab import PAD, Vocab
+
+EVAL_OFFSET = 10**9  # evaluation batches are drawn from step numbers no training step reaches
+
+
+# ---------------------------------------------------------------------------- batches
+
+
+class WindowBatches:
+    """Random windows of a packed token stream; batch `step` is a pure function of `step`."""
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, seed: int = 0):
+        if len(tokens) <= block_size + 1:
+            raise ValueError(f"the token stream ({len(tokens)} tokens) is shorter than one "
+                             f"window ({block_size + 1}): use more text or a smaller block_size")
+        self.tokens, self.batch_size, self.block_size, self.seed = tokens, batch_size, block_size, seed
+
+    def get(self, step: int, rank: int = 0, world_size: int = 1):
+        starts = np.random.default_rng((self.seed, step)).integers(
+            len(self.tokens) - self.block_size - 1, size=self.batch_size)
+        starts = np.array_split(starts, world_size)[rank]
+        chunks = np.stack([self.tokens[s: s + self.block_size + 1] for s in starts]).astype(np.int64)
+        chunks = torch.from_numpy(chunks)
+        return chunks[:, :-1], chunks[:, 1:]
+
+
+class DatasetBatches:
+    """Epochs over a map-style dataset of (x, y) pairs, reshuffled every epoch.
+
+    The permutation of epoch `e` is drawn from `(seed, e)`: the same idea as calling
+    `DistributedSampler.set_epoch(e)` (which the source material forgot).
+    """
+
+    def __init__(self, dataset, batch_size: int, seed: int = 0, shuffle: bool = True):
+        if len(dataset) < batch_size:
+            raise ValueError(f"the dataset has {len(dataset)} examples, fewer than one batch ({batch_size})")
+        self.dataset, self.batch_size, self.seed, self.shuffle = dataset, batch_size, seed, shuffle
+        self.steps_per_epoch = len(dataset) // batch_size  # the last partial batch is dropped
+
+    def indices(self, step: int) -> np.ndarray:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        n = len(self.dataset)
+        order = np.random.default_rng((self.seed, epoch)).permutation(n) if self.shuffle else np.arange(n)
+        return order[i * self.batch_size: (i + 1) * self.batch_size]
+
+    def get(self, step: int, rank: int = 0, world_size: int = 1):
+        idx = np.array_split(self.indices(step), world_size)[rank]
+        xs, ys = zip(*(self.dataset[int(j)] for j in idx), strict=True)
+        return torch.stack(xs), torch.stack(ys)
+
+
+# ---------------------------------------------------------------------------- config
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1          # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0             # 0 disables clipping
+    grad_accum: int = 1                # micro-batches per step (the batch is split)
+    eval_interval: int = 100
+    eval_iters: int = 10
+    log_interval: int = 10
+    seed: int = 0
+    precision: str = "fp32"            # fp32 | bf16 | fp16 (see course_utils.amp)
+    compile: bool = False              # torch.compile the model for the forward/backward
+    checkpoint_dir: str | None = None
+    checkpoint_interval: int = 0       # 0: only at evaluations
+    keep_last: int = 5                 # the course kept 5; the best one is kept besides
+    progress: bool = True
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        checks = {"max_steps": self.max_steps >= 1, "lr": self.lr > 0, "grad_accum": self.grad_accum >= 1,
+                  "eval_interval": self.eval_interval >= 1, "eval_iters": self.eval_iters >= 1,
+                  "warmup_steps": self.warmup_steps >= 0, "keep_last": self.keep_last >= 1,
+                  "min_lr_ratio": 0 <= self.min_lr_ratio <= 1}
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"TrainConfig.{name} has an invalid value: {getattr(self, name)!r}")
+        amp.check_precision(self.precision, "cuda" if self.precision == "fp16" else "cpu")
+
+    @classmethod
+    def from_profile(cls, profile, **overrides) -> TrainConfig:
+        base = dict(max_steps=profile.max_steps, lr=profile.lr, warmup_steps=profile.warmup_steps,
+                    eval_interval=profile.eval_interval, eval_iters=profile.eval_iters)
+        base.update(overrides)
+        return cls(**base)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to `lr`, then cosine decay to `lr * min_lr_ratio` at `max_steps`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    min_lr = cfg.lr * cfg.min_lr_ratio
+    return min_lr + 0.5 * (cfg.lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def configure_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (linear and embedding weights) only.
+
+    Biases and LayerNorm gains are not decayed: shrinking them toward 0 has no
+    regularising meaning. Tied weights appear once (named_parameters deduplicates).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, source, iters: int, device, precision: str = "fp32",
+             rank: int = 0, world_size: int = 1) -> float:
+    """Mean loss over `iters` fixed batches of `source` (the same batches every time)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(iters):
+        x, y = source.get(EVAL_OFFSET + i, rank, world_size)
+        x, y = x.to(device), y.to(device)
+        with amp.autocast(device, precision):
+            _, loss = model(x, y)
+        n = int((y != PAD).sum())
+        total, count = total + float(loss) * n, count + n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def unigram_loss(train_tokens: np.ndarray, val_tokens: np.ndarray, vocab_size: int) -> float:
+    """Cross-entropy (nats/token) of predicting every token from training-set frequencies
+    alone (add-one smoothed): the baseline a language model must beat."""
+    counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size) + 1.0
+    logp = np.log(counts / counts.sum())
+    return float(-logp[np.asarray(val_tokens, dtype=np.int64)].mean())
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or does not match the model/vocabulary."""
+
+
+def atomic_save(obj, path: str | Path) -> Path:
+    """`torch.save` to a temporary file in the same folder, then rename over `path`.
+
+    A crash mid-save leaves the previous file untouched (and no half-written one).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_checkpoint(model: GPT, optimizer=None, *, step: int = 0, vocab: Vocab | None = None,
+                    train_config: TrainConfig | None = None, history: dict | None = None,
+                    scaler=None, extra: dict | None = None) -> dict:
+    return {
+        "format": "course_utils.checkpoint/1",
+        "model_config": model.config.to_dict(),
+        "model": model.state_dict(),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "scaler": None if scaler is None else scaler.state_dict(),
+        "step": step,
+        "vocab": None if vocab is None else vocab.token2idx,
+        "train_config": None if train_config is None else asdict(train_config),
+        "history": history or {},
+        "rng": _rng_state(),
+        "extra": extra or {},
+    }
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Read a checkpoint safely (`weights_only=True`: tensors and plain data, no code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:200]}); was it written by "
+                              f"course_utils, and completely?") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "course_utils.checkpoint/1":
+        raise CheckpointError(f"{path} is not a course_utils checkpoint")
+    return ckpt
+
+
+def check_compatible(ckpt: dict, model_config: GPTConfig | dict | None = None,
+                     vocab: Vocab | None = None, source: str = "checkpoint") -> None:
+    """Raise CheckpointError naming what differs between a checkpoint and a model/vocab."""
+    if model_config is not None:
+        want = model_config.to_dict() if isinstance(model_config, GPTConfig) else dict(model_config)
+        have = ckpt["model_config"]
+        diff = [f"{k}: {source} has {have.get(k)!r}, expected {want.get(k)!r}"
+                for k in sorted(set(want) | set(have))
+                if k != "fused_attention" and have.get(k) != want.get(k)]
+        if diff:
+            raise CheckpointError(f"{source} does not match the model configuration: " + "; ".join(diff))
+    if vocab is not None and ckpt.get("vocab") is not None and ckpt["vocab"] != vocab.token2idx:
+        have = ckpt["vocab"]
+        inv = {i: t for t, i in have.items()}
+        first = next((i for i, t in enumerate(vocab.idx2token) if inv.get(i) != t), None)
+        where = (f"first difference at id {first}: {source} has {inv.get(first)!r}, "
+                 f"the vocabulary {vocab.idx2token[first]!r}") if first is not None else "extra tokens"
+        raise CheckpointError(f"{source} was trained with a different vocabulary "
+                              f"({len(have)} tokens vs {len(vocab)}; {where})")
+
+
+def model_from_checkpoint(path: str | Path, map_location="cpu", vocab: Vocab | None = None):
+    """(model in eval mode, vocab or None, checkpoint dict) from a checkpoint file."""
+    ckpt = load_checkpoint(path, map_location)
+    check_compatible(ckpt, vocab=vocab, source=str(path))
+    try:
+        model = GPT(GPTConfig(**ckpt["model_config"]))
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f"{path}: the weights do not fit the stored configuration "
+                              f"({str(err).splitlines()[0][:200]})") from None
+    model.to(map_location).eval()
+    stored_vocab = Vocab(ckpt["vocab"]) if ckpt.get("vocab") else None
+    return model, stored_vocab, ckpt
+
+
+_CKPT_RE = re.compile(r"^ckpt_(\d+)\.pt$")
+
+
+class CheckpointManager:
+    """`ckpt_<step>.pt` files in one folder: keeps the last `keep_last` plus `best.pt`."""
+
+    def __init__(self, directory: str | Path, keep_last: int = 5):
+        self.dir = Path(directory)
+        self.keep_last = keep_last
+
+    def steps(self) -> list[int]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.dir.iterdir() if (m := _CKPT_RE.match(p.name)))
+
+    def path(self, step: int) -> Path:
+        return self.dir / f"ckpt_{step:07d}.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.dir / "best.pt"
+
+    def latest(self) -> Path | None:
+        steps = self.steps()
+        return self.path(steps[-1]) if steps else None
+
+    def save(self, ckpt: dict, step: int, is_best: bool = False) -> Path:
+        path = atomic_save(ckpt, self.path(step))
+        if is_best:
+            atomic_save(ckpt, self.best_path)
+        for old in self.steps()[: -self.keep_last]:
+            self.path(old).unlink(missing_ok=True)
+        return path
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class TrainResult:
+    model: GPT
+    history: dict = field(default_factory=dict)  # lists: step, lr, loss, tokens_per_s; eval_*
+    step: int = 0
+    best_val_loss: float = float("inf")
+    checkpoint: Path | None = None
+
+
+def _new_history() -> dict:
+    return {"step": [], "lr": [], "loss": [], "tokens_per_s": [],
+            "eval_step": [], "train_loss": [], "val_loss": []}
+
+
+def train(model: GPT, train_source, cfg: TrainConfig, *, val_source=None, vocab: Vocab | None = None,
+          device=None, resume_from: str | Path | None = None, stop_at: int | None = None,
+          on_eval: Callable[[int, GPT, dict], None] | None = None,
+          rank: int = 0, world_size: int = 1, ddp_model: nn.Module | None = None) -> TrainResult:
+    """Train `model` for `cfg.max_steps` steps (or until `stop_at`, to simulate a stop).
+
+    - `train_source.get(step, rank, world_size)` gives the (x, y) batch of a step.
+    - `resume_from`: a checkpoint (or a checkpoint folder: its latest) to continue from.
+    - `on_eval(step, model, history)`: called after each evaluation (e.g. to print samples).
+    - `ddp_model`: the DistributedDataParallel wrapper of `model` (course_utils.ddp).
+    """
+    device = torch.device(device or next(model.parameters()).device)
+    model.to(device)
+    is_main = rank == 0
+    amp.check_precision(cfg.precision, device)
+    optimizer = configure_optimizer(model, cfg)
+    scaler = amp.grad_scaler(device, cfg.precision)
+    history, start, best = _new_history(), 0, float("inf")
+    manager = CheckpointManager(cfg.checkpoint_dir, cfg.keep_last) if cfg.checkpoint_dir else None
+
+    if resume_from is not None:
+        path = Path(resume_from)
+        if path.is_dir():
+            path = CheckpointManager(path).latest()
+            if path is None:
+                raise CheckpointError(f"no ckpt_*.pt in {resume_from} to resume from")
+        ckpt = load_checkpoint(path, map_location=device)
+        check_compatible(ckpt, model.config, vocab, source=str(path))
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        start, history = ckpt["step"], {**_new_history(), **ckpt["history"]}
+        best = min(history["val_loss"], default=float("inf"))
+        _set_rng_state(ckpt["rng"])
+
+    runner = ddp_model if ddp_model is not None else model
+    if cfg.compile:
+        runner = torch.compile(runner)
+    end = cfg.max_steps if stop_at is None else min(stop_at, cfg.max_steps)
+    model.train()
+
+    def do_eval(step: int) -> None:
+        nonlocal best
+        tr = evaluate(model, train_source, cfg.eval_iters, device, cfg.precision, rank, world_size)
+        history["eval_step"].append(step)
+        history["train_loss"].append(tr)
+        if val_source is not None:
+            va = evaluate(model, val_source, cfg.eval_iters, device, cfg.precision, rank, world_size)
+            history["val_loss"].append(va)
+        if on_eval is not None and is_main:
+            on_eval(step, model, history)
+
+    def save(step: int) -> Path | None:
+        nonlocal best
+        if manager is None or not is_main:
+            return None
+        current = history["val_loss"][-1] if history["val_loss"] else None
+        is_best = current is not None and current < best and history["eval_step"][-1] == step
+        if is_best:
+            best = current
+        ckpt = make_checkpoint(model, optimizer, step=step, vocab=vocab, train_config=cfg,
+                               history=history, scaler=scaler)
+        return manager.save(ckpt, step, is_best=is_best)
+
+    bar = None
+    if cfg.progress and is_main:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=end, initial=start, desc="training", unit="step", dynamic_ncols=True)
+
+    tokens_seen, t0, last_path = 0, time.perf_counter(), None
+    for step in range(start, end):
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y = train_source.get(step, rank, world_size)
+        n_valid = int((y != PAD).sum())
+        step_loss = 0.0
+        micro = list(zip(x.chunk(cfg.grad_accum), y.chunk(cfg.grad_accum), strict=True))
+        for i, (xb, yb) in enumerate(micro):
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            share = int((yb != PAD).sum()) / max(n_valid, 1)  # token-weighted: equals one big batch
+            sync = ddp_model is None or i == len(micro) - 1
+            ctx = contextlib.nullcontext() if sync else ddp_model.no_sync()
+            with ctx:
+                with amp.autocast(device, cfg.precision):
+                    _, loss = runner(xb, yb)
+                scaler.scale(loss * share).backward()
+            step_loss += float(loss.detach()) * share
+        if cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        tokens_seen += n_valid
+
+        done = step + 1
+        if done % cfg.log_interval == 0 or done == end:
+            elapsed = time.perf_counter() - t0
+            history["step"].append(done)
+            history["lr"].append(lr)
+            history["loss"].append(step_loss)
+            history["tokens_per_s"].append(tokens_seen * world_size / max(elapsed, 1e-9))
+        if done % cfg.eval_interval == 0 or done == cfg.max_steps:
+            do_eval(done)
+            last_path = save(done) or last_path
+        elif cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0:
+            last_path = save(done) or last_path
+        if bar is not None:
+            post = {"loss": f"{step_loss:.3f}", "lr": f"{lr:.1e}"}
+            if history["val_loss"]:
+                post["val"] = f"{history['val_loss'][-1]:.3f}"
+            bar.set_postfix(post, refresh=False)
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    if stop_at is not None and end < cfg.max_steps and manager is not None:
+        last_path = save(end) or last_path  # a deliberate stop: leave a checkpoint to resume
+    model.eval()
+    return TrainResult(model=model, history=history, step=end,
+                       best_val_loss=min(history["val_loss"], default=float("inf")),
+                       checkpoint=last_path)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import artifacts
+    from .config import get_profile
+
+    parser = argparse.ArgumentParser(
+        prog="python -m course_utils.train",
+        description="Pretrain the char-level GPT on the news corpus (what chapter 05 does), "
+                    "cache it for later chapters, and print its validation loss.")
+    parser.add_argument("--profile", choices=["ci", "cpu", "gpu"], help="model size and budget "
+                        "(default: $COURSE_PROFILE, else gpu with CUDA, else cpu)")
+    parser.add_argument("--steps", type=int, help="override the profile's number of steps")
+    parser.add_argument("--force", action="store_true", help="retrain even if a cached model exists")
+    parser.add_argument("--precision", default="fp32", choices=amp.PRECISIONS)
+    args = parser.parse_args(argv)
+    try:
+        profile = get_profile(args.profile)
+        if args.steps is not None:
+            if args.steps < 1:
+                parser.error("--steps must be at least 1")
+            profile = profile.replace(max_steps=args.steps)
+        model, vocab, info = artifacts.pretrained_lm(profile, force=args.force, precision=args.precision)
+    except (ValueError, artifacts.ArtifactError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"profile {profile.name}: {model.num_parameters():,} parameters, "
+          f"val loss {info['val_loss']:.3f} (unigram baseline {info['unigram_loss']:.3f}), "
+          f"checkpoint {info['path']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = ["TrainConfig", "WindowBatches", "DatasetBatches", "train", "lr_at", "configure_optimizer",
+           "evaluate", "unigram_loss", "CheckpointManager", "CheckpointError", "atomic_save",
+           "make_checkpoint", "load_checkpoint", "check_compatible", "model_from_checkpoint"]
