@@ -181,3 +181,30 @@ class DialogueExamples(Dataset):
 def non_pad_fraction(batch: torch.Tensor) -> float:
     """The share of tokens in a batch that are not `<pad>` (useful work per batch)."""
     return float((batch != PAD).float().mean())
+
+
+# ------------------------------------------------------------ labelled texts (Task 2)
+
+
+class LabeledTexts(Dataset):
+    """(ids, label) pairs: each text encoded, cut to `max_len` characters, right-padded."""
+
+    def __init__(self, texts: Sequence[str], labels: Sequence[int], vocab: Vocab, max_len: int):
+        if len(texts) != len(labels):
+            raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+        if max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        self.max_len = max_len
+        self.ids = [vocab.encode(t)[:max_len] for t in texts]
+        self.labels = torch.as_tensor(list(labels), dtype=torch.long)
+        empty = [i for i, ids in enumerate(self.ids) if not ids]
+        if empty:
+            raise ValueError(f"{len(empty)} texts are empty (first at index {empty[0]})")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.full((self.max_len,), PAD, dtype=torch.long)
+        x[: len(self.ids[i])] = torch.tensor(self.ids[i])
+        return x, self.labels[i]

@@ -149,10 +149,32 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW
 # ---------------------------------------------------------------------------- evaluation
 
 
+def num_targets(y: torch.Tensor) -> int:
+    """How many targets a batch holds: non-`<pad>` tokens for (B, T) token targets, one
+    per example for (B,) class labels (where label 0 is a class, not padding)."""
+    return int((y != PAD).sum()) if y.dim() >= 2 else y.numel()
+
+
+def sum_over_ranks(total: float, count: float, device, world_size: int = 1) -> tuple[float, float]:
+    """Add up `(total, count)` over the ranks of a DDP run (unchanged for one process).
+
+    Every rank must call it at the same point (it is a collective, like all collectives).
+    """
+    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        both = torch.tensor([total, count], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(both)
+        total, count = both.tolist()
+    return total, count
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, source, iters: int, device, precision: str = "fp32",
              rank: int = 0, world_size: int = 1) -> float:
-    """Mean loss over `iters` fixed batches of `source` (the same batches every time)."""
+    """Mean loss over `iters` fixed batches of `source` (the same batches every time).
+
+    In a DDP run each rank evaluates its share of every batch and the sums are
+    all-reduced, so every rank returns the loss of the whole batches.
+    """
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -161,9 +183,10 @@ def evaluate(model: nn.Module, source, iters: int, device, precision: str = "fp3
         x, y = x.to(device), y.to(device)
         with amp.autocast(device, precision):
             _, loss = model(x, y)
-        n = int((y != PAD).sum())
+        n = num_targets(y)
         total, count = total + float(loss) * n, count + n
     model.train(was_training)
+    total, count = sum_over_ranks(total, count, device, world_size)
     return total / max(count, 1)
 
 
@@ -208,9 +231,11 @@ def _rng_state() -> dict:
 
 
 def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+    # RNG states must be CPU byte tensors, but a checkpoint loaded with
+    # map_location="cuda" has moved them to the GPU: bring them back first.
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def make_checkpoint(model: GPT, optimizer=None, *, step: int = 0, vocab: Vocab | None = None,
@@ -411,12 +436,12 @@ def train(model: GPT, train_source, cfg: TrainConfig, *, val_source=None, vocab:
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = train_source.get(step, rank, world_size)
-        n_valid = int((y != PAD).sum())
+        n_valid = num_targets(y)
         step_loss = 0.0
         micro = list(zip(x.chunk(cfg.grad_accum), y.chunk(cfg.grad_accum), strict=True))
         for i, (xb, yb) in enumerate(micro):
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            share = int((yb != PAD).sum()) / max(n_valid, 1)  # token-weighted: equals one big batch
+            share = num_targets(yb) / max(n_valid, 1)  # token-weighted: equals one big batch
             sync = ddp_model is None or i == len(micro) - 1
             ctx = contextlib.nullcontext() if sync else ddp_model.no_sync()
             with ctx:
@@ -435,9 +460,10 @@ def train(model: GPT, train_source, cfg: TrainConfig, *, val_source=None, vocab:
         done = step + 1
         if done % cfg.log_interval == 0 or done == end:
             elapsed = time.perf_counter() - t0
+            total, count = sum_over_ranks(step_loss * n_valid, n_valid, device, world_size)
             history["step"].append(done)
             history["lr"].append(lr)
-            history["loss"].append(step_loss)
+            history["loss"].append(total / max(count, 1))  # the loss of the global batch
             history["tokens_per_s"].append(tokens_seen * world_size / max(elapsed, 1e-9))
         if done % cfg.eval_interval == 0 or done == cfg.max_steps:
             do_eval(done)
@@ -498,5 +524,5 @@ if __name__ == "__main__":
 
 
 __all__ = ["TrainConfig", "WindowBatches", "DatasetBatches", "train", "lr_at", "configure_optimizer",
-           "evaluate", "unigram_loss", "CheckpointManager", "CheckpointError", "atomic_save",
+           "evaluate", "sum_over_ranks", "unigram_loss", "CheckpointManager", "CheckpointError", "atomic_save",
            "make_checkpoint", "load_checkpoint", "check_compatible", "model_from_checkpoint"]

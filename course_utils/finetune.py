@@ -1,0 +1,234 @@
+"""Fine-tuning the pretrained GPT: a classification head, freezing by structure, LoRA,
+metrics, and sentence embeddings.
+
+The head sits on the GPT module itself (never on a DDP wrapper), and freezing picks
+parts by the model's structure (`blocks[-1]`), not by a hard-coded parameter name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .model import GPT
+from .vocab import PAD, Vocab
+
+POOLINGS = ("last", "mean")
+STRATEGIES = ("head", "last_block", "all")
+
+
+# ---------------------------------------------------------------------------- pooling
+
+
+def pool(hidden: torch.Tensor, idx: torch.Tensor, how: str = "last", mask_padding: bool = True):
+    """(B, T, d) hidden states -> (B, d) features.
+
+    `last`: the state of the last real (non-`<pad>`) token, which has seen the whole
+    text through causal attention. `mean`: the mean over real tokens. With
+    `mask_padding=False` padding is not told apart (the course's ablation): `last`
+    takes position T-1 and `mean` averages every position, pads included.
+    """
+    if how not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {how!r}")
+    if not mask_padding:
+        return hidden[:, -1] if how == "last" else hidden.mean(dim=1)
+    real = (idx != PAD)
+    if how == "last":
+        last = (real.long().cumsum(dim=1).argmax(dim=1))  # index of the last real token
+        return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+    weights = real.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class GPTClassifier(nn.Module):
+    """The pretrained GPT plus a linear head over pooled features.
+
+    `forward(idx, targets=None)` returns `(logits (B, num_classes), loss)` like the GPT,
+    so the same training loop (course_utils.train) trains it.
+    """
+
+    def __init__(self, backbone: GPT, num_classes: int = 2, pooling: str = "last",
+                 mask_padding: bool = True, dropout: float = 0.1):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.backbone, self.pooling, self.mask_padding = backbone, pooling, mask_padding
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(backbone.config.d_model, num_classes)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def config(self):
+        return self.backbone.config
+
+    def features(self, idx: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone.hidden_states(idx)
+        return pool(hidden, idx, self.pooling, self.mask_padding)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        logits = self.head(self.drop(self.features(idx)))
+        loss = None if targets is None else F.cross_entropy(logits, targets.long())
+        return logits, loss
+
+
+# ---------------------------------------------------------------------------- freezing
+
+
+def freeze(model: GPTClassifier, strategy: str) -> int:
+    """Make only part of the classifier trainable; returns the trainable-parameter count.
+
+    `head`: the linear head only. `last_block`: the last transformer block, the final
+    LayerNorm and the head. `all`: everything. Parts are chosen by structure.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    for p in model.parameters():
+        p.requires_grad = strategy == "all"
+    trainable: list[nn.Module] = [model.head]
+    if strategy == "last_block":
+        trainable += [model.backbone.blocks[-1], model.backbone.ln_f]
+    for module in trainable:
+        for p in module.parameters():
+            p.requires_grad = True
+    return count_trainable(model)
+
+
+def count_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ---------------------------------------------------------------------------- LoRA
+
+
+class LoRALinear(nn.Module):
+    """y = W x + b + (alpha / r) * B A x, with W, b frozen and A (r x in), B (out x r) trained.
+
+    B starts at zero, so at initialisation the layer computes exactly what it did before.
+    """
+
+    def __init__(self, base: nn.Linear, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0):
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+        self.base, self.rank, self.alpha = base, rank, alpha
+        self.scale = alpha / rank
+        for p in base.parameters():
+            p.requires_grad = False
+        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+        self.drop = nn.Dropout(dropout)
+        self.merged = False
+
+    def forward(self, x):
+        y = self.base(x)
+        if not self.merged:
+            y = y + (self.drop(x) @ self.lora_a.T @ self.lora_b.T) * self.scale
+        return y
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.lora_b @ self.lora_a * self.scale
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold B A into W: inference then costs exactly one matrix product again."""
+        if not self.merged:
+            self.base.weight += self.delta_weight()
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            self.base.weight -= self.delta_weight()
+            self.merged = False
+
+
+def apply_lora(model: nn.Module, rank: int = 8, alpha: float = 16.0,
+               targets: Iterable[str] = ("attn.qkv", "attn.proj"), dropout: float = 0.0) -> list[str]:
+    """Replace the chosen nn.Linear layers inside the transformer blocks by LoRALinear.
+
+    `targets` are name suffixes (`attn.qkv`, `attn.proj`, `mlp.fc`, `mlp.proj`). Every
+    other parameter is frozen except a classifier head, if there is one. Returns the
+    names of the wrapped layers.
+    """
+    targets = tuple(targets)
+    for p in model.parameters():
+        p.requires_grad = False
+    wrapped = []
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear) and ".blocks." in f".{name}" and name.endswith(targets):
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, LoRALinear(module, rank, alpha, dropout))
+            wrapped.append(name)
+    if not wrapped:
+        raise ValueError(f"no linear layer inside the blocks matches {targets}")
+    if isinstance(model, GPTClassifier):
+        for p in model.head.parameters():
+            p.requires_grad = True
+    return wrapped
+
+
+def merge_lora(model: nn.Module) -> int:
+    """Merge every LoRA layer into its base weight; returns how many were merged."""
+    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    for layer in layers:
+        layer.merge()
+    return len(layers)
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def predict(model: GPTClassifier, dataset, batch_size: int = 128, device=None) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted labels, true labels) over a dataset of (ids, label) pairs."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    preds, labels = [], []
+    for start in range(0, len(dataset), batch_size):
+        xs, ys = zip(*(dataset[i] for i in range(start, min(start + batch_size, len(dataset)))), strict=True)
+        logits, _ = model(torch.stack(xs).to(device))
+        preds.append(logits.argmax(-1).cpu().numpy())
+        labels.append(torch.stack(ys).numpy())
+    model.train(was_training)
+    return np.concatenate(preds), np.concatenate(labels)
+
+
+def classification_report(pred: Sequence[int], true: Sequence[int]) -> dict:
+    """Accuracy, macro F1 and the confusion matrix (rows: true label, columns: predicted)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    return {"accuracy": float(accuracy_score(true, pred)),
+            "f1": float(f1_score(true, pred, average="macro")),
+            "confusion": confusion_matrix(true, pred, labels=[0, 1])}
+
+
+# ---------------------------------------------------------------------------- embeddings
+
+
+@torch.no_grad()
+def embed(model: GPT, vocab: Vocab, texts: Sequence[str], batch_size: int = 64,
+          max_len: int | None = None) -> torch.Tensor:
+    """Sentence embeddings: the masked mean of the final hidden states, L2-normalised."""
+    max_len = max_len or model.config.block_size
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(texts), batch_size):
+        ids = [vocab.encode(t)[:max_len] or [PAD] for t in texts[start: start + batch_size]]
+        width = max(map(len, ids))
+        batch = torch.full((len(ids), width), PAD, dtype=torch.long)
+        for i, row in enumerate(ids):
+            batch[i, : len(row)] = torch.tensor(row)
+        batch = batch.to(device)
+        out.append(pool(model.hidden_states(batch), batch, "mean").float().cpu())
+    model.train(was_training)
+    return F.normalize(torch.cat(out), dim=-1)
