@@ -55,7 +55,7 @@ sync: env
 	$(BIN)/jupytext --sync nbs/[0-9]*.py nbs/[0-9]*.ipynb
 
 bench: env
-	$(PY) -m course_utils.benchrun
+	$(PY) bench/run_all.py --profile $${COURSE_PROFILE:-cpu}
 
 e2e: env
 	$(PY) -m pytest -q e2e

@@ -142,6 +142,58 @@ def make_app(model=None, vocab=None, profile=None, workers: int = 1) -> web.Appl
     return app
 
 
+class ServerThread:
+    """An aiohttp app served on 127.0.0.1 by its own event loop in a background thread.
+
+    Handy in notebooks and tests, whose own loop then stays free to act as the client.
+    Use as a context manager, or call `stop()`.
+    """
+
+    def __init__(self, app: web.Application, host: str = "127.0.0.1", port: int = 0):
+        self.loop = asyncio.new_event_loop()
+        self.runner = web.AppRunner(app)
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            try:
+                self.loop.run_until_complete(self.runner.setup())
+                site = web.TCPSite(self.runner, host, port)
+                self.loop.run_until_complete(site.start())
+                self.port = site._server.sockets[0].getsockname()[1]
+            except BaseException as err:  # reported to the caller below
+                failure.append(err)
+                ready.set()
+                return
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, name="aiohttp-server", daemon=True)
+        self.thread.start()
+        ready.wait(timeout=30)
+        if failure:
+            raise RuntimeError(f"the server could not start on {host}:{port}: {failure[0]}")
+        self.url = f"http://{host}:{self.port}"
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=30)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=30)
+
+    def __enter__(self) -> ServerThread:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def run_in_thread(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> ServerThread:
+    """Serve `app` in a background thread (port 0: any free port); see ServerThread."""
+    return ServerThread(app, host, port)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_utils.serve",
                                      description="Serve the pretrained GPT over HTTP (POST /generate).")
