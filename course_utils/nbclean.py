@@ -5,6 +5,7 @@ Usage: python -m course_utils.nbclean NOTEBOOK.ipynb [...]
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -12,15 +13,29 @@ import nbformat
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 MAX_TEXT = 20_000  # characters of text output kept per cell
+# a tqdm bar's text fallback, e.g. "training:   0%|          | 0/2500 [00:00<?, ?step/s]"
+TQDM_TEXT = re.compile(r"\d+%\|.*\|\s*\d+/\d*|\|\s*\d+/\?|\[\d\d:\d\d<")
+
+
+def _is_frozen_progress_bar(out) -> bool:
+    """A display of a widget (tqdm.auto's bar): stored, it shows only its first state."""
+    if out.get("output_type") != "display_data":
+        return False
+    data = out.get("data", {})
+    if WIDGET_MIME in data:
+        return True
+    return set(data) == {"text/plain"} and bool(TQDM_TEXT.search("".join(data["text/plain"])))
 
 
 def clean(nb) -> None:
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
-        for out in cell.get("outputs", []):
-            data = out.get("data", {})
-            data.pop(WIDGET_MIME, None)
+        if "outputs" not in cell:
+            continue
+        cell["outputs"] = [out for out in cell["outputs"] if not _is_frozen_progress_bar(out)]
+        for out in cell["outputs"]:
+            out.get("data", {}).pop(WIDGET_MIME, None)
             if out.get("output_type") == "stream" and len(out.get("text", "")) > MAX_TEXT:
                 out["text"] = out["text"][:MAX_TEXT] + "\n[... output truncated ...]\n"
 

@@ -32,6 +32,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a saved file is an ordinary one
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -140,5 +141,7 @@ def _validate(mapping) -> dict[str, int]:
         seen[i] = tok
     if sorted(seen) != list(range(len(seen))):
         missing = sorted(set(range(len(seen))) - set(seen))[:5]
-        raise VocabError(f"ids must run 0..{len(seen) - 1} without gaps; missing {missing}")
+        unexpected = sorted(set(seen) - set(range(len(seen))))[:5]
+        raise VocabError(f"ids must run 0..{len(seen) - 1} without gaps; missing {missing}, "
+                         f"unexpected {unexpected}")
     return dict(mapping)
