@@ -58,6 +58,29 @@ def load_news() -> list[str]:
     return list(_news())
 
 
+# ---------------------------------------------------------------- normalisation
+
+_FULLWIDTH = {c: c + 0xFEE0 for c in range(0x21, 0x7F)}  # '!'..'~' -> '！'..'～'
+
+
+def to_fullwidth(text: str, vocab=None) -> str:
+    """Half-width ASCII (`,` `?` `1` `A`) to the full-width forms (`，` `？` `１` `Ａ`).
+
+    The 1998 newspaper writes digits, Latin letters and punctuation full-width, so its
+    vocabulary knows only those forms; reviews and dialogues type them half-width, which
+    would turn them into `<unk>`. Spaces are left as they are. With a `vocab`, only
+    characters it lacks are mapped, and only to forms it has: text the vocabulary can
+    already read is never changed.
+    """
+    if vocab is None:
+        return text.translate(_FULLWIDTH)
+    out = []
+    for ch in text:
+        full = _FULLWIDTH.get(ord(ch))
+        out.append(chr(full) if full is not None and ch not in vocab and chr(full) in vocab else ch)
+    return "".join(out)
+
+
 # ---------------------------------------------------------------- dialogues (Task 1)
 
 _TURN_SPLIT = re.compile(r"\t|" + re.escape(SEP_TOKEN))
