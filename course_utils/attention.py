@@ -33,12 +33,20 @@ def attention(q, k, v, mask: torch.Tensor | None = None, dropout_p: float = 0.0)
     """softmax(q k^T / sqrt(d_k)) v, written out. Returns (output, weights).
 
     `mask` is boolean and broadcastable to (..., T_q, T_k): True keeps a score, False
-    sets it to -inf before the softmax (PyTorch's convention for boolean masks).
+    sets it to -inf before the softmax (PyTorch's convention for boolean masks). A query
+    that may see no key at all (a fully masked row) gets zero weights, not NaN, as in
+    `F.scaled_dot_product_attention`.
     """
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
     if mask is not None:
+        if mask.dtype != torch.bool:
+            raise ValueError(f"mask must be boolean (True = may attend), got dtype {mask.dtype}")
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1)
+    if mask is not None:
+        empty = ~mask.any(dim=-1, keepdim=True)  # queries that may see no key: 0/0 = NaN rows
+        if empty.any():
+            weights = weights.masked_fill(empty, 0.0)
     if dropout_p > 0:
         weights = F.dropout(weights, p=dropout_p)
     return weights @ v, weights

@@ -132,15 +132,23 @@ class GPT(nn.Module):
                       cache: list[KVCache] | None = None) -> torch.Tensor:
         """The final-LayerNorm outputs (B, T, d_model): the features fine-tuning builds on.
 
-        attention_mask: optional (B, T) bool/0-1 tensor, 1 at real tokens, 0 at padding keys.
+        attention_mask: optional (B, T) bool/0-1 tensor, 1 at real tokens, 0 at padding keys
+        (with a cache: (B, cached + T), covering every key position).
         """
         past = len(cache[0]) if cache else 0
         self._check_input(idx, past)
         if cache is not None and len(cache) != len(self.blocks):
             raise ValueError(f"cache has {len(cache)} layers, the model {len(self.blocks)}: use model.new_cache()")
+        kpm = None
+        if attention_mask is not None:
+            if tuple(attention_mask.shape) != (idx.size(0), past + idx.size(1)):
+                raise ValueError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)}, expected "
+                    f"(batch, cached + new tokens) = {(idx.size(0), past + idx.size(1))}"
+                )
+            kpm = attention_mask.to(torch.bool)
         pos = torch.arange(past, past + idx.size(1), device=idx.device)
         x = self.drop(self.tok_emb(idx.long()) + self.pos_emb(pos))
-        kpm = None if attention_mask is None else attention_mask.to(torch.bool)
         for i, block in enumerate(self.blocks):
             x = block(x, key_padding_mask=kpm, cache=None if cache is None else cache[i])
         return self.ln_f(x)

@@ -1,0 +1,750 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Attention (注意力)
+#
+# An embedding gives each character a vector of its own, but the meaning of a character
+# depends on its neighbours: 国 in 中国 and in 国家 plays different roles, and predicting
+# the character after 我国大部 needs the whole phrase, not just 部. Attention is the layer
+# that lets every position gather information from the other positions of its sequence,
+# with weights the model computes from the content itself. It is the one piece of a GPT
+# that mixes information *across* positions; everything else works on each position
+# separately. In this chapter we build it from dot products, add the two masks a GPT needs
+# (causal and padding), split it into heads, check our version against `course_utils` and
+# PyTorch's fused kernel, look at attention weights on a real news sentence, and measure
+# the price: a cost that grows with the square of the sequence length.
+#
+# **Learning goals**
+#
+# - write scaled dot-product attention, $\mathrm{softmax}(QK^\top/\sqrt{d_k})V$, and explain
+#   the $1/\sqrt{d_k}$ with a measurement;
+# - build the causal mask and the padding mask, and show what goes wrong without each;
+# - split attention into heads, and match `F.scaled_dot_product_attention` to $10^{-5}$;
+# - read attention heatmaps, knowing what a random layer can and cannot tell you;
+# - measure the quadratic time and memory of the score matrix.
+
+# %%
+from course_utils import config, plots
+
+plots.setup()                # CJK font for Chinese labels
+profile = config.get_profile()
+print(config.summary(profile))
+config.seed_everything(0)
+
+# %% [markdown]
+# ## 1. From dot products to attention
+#
+# Every position $t$ of a sequence emits three vectors, computed from its embedding by three
+# learned linear maps: a **query** $q_t$ ("what am I looking for?"), a **key** $k_t$ ("what
+# do I contain?") and a **value** $v_t$ ("what do I pass on?"). Position $t$ scores every
+# position $s$ by a dot product $q_t \cdot k_s$, turns the scores into weights with a softmax,
+# and outputs the weighted average of the values:
+#
+# $$\alpha_{ts} = \frac{\exp(q_t\cdot k_s/\sqrt{d_k})}{\sum_{s'} \exp(q_t\cdot k_{s'}/\sqrt{d_k})},
+# \qquad o_t = \sum_s \alpha_{ts}\, v_s .$$
+#
+# Stacking the vectors as rows of matrices $Q, K \in \mathbb{R}^{T\times d_k}$ and
+# $V \in \mathbb{R}^{T\times d_v}$, all positions at once:
+#
+# $$\mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d_k}} + M\right)V,$$
+#
+# where the mask $M$ holds $0$ where a query may look and $-\infty$ where it may not (sections
+# 3 and 4). Each row of weights is a probability distribution, so each output is a convex
+# combination of the values. First with a handful of random vectors:
+
+# %%
+import math
+
+import torch
+
+T, d_k = 5, 8
+q, k, v = torch.randn(T, d_k), torch.randn(T, d_k), torch.randn(T, d_k)
+
+scores = q @ k.T / math.sqrt(d_k)      # (T, T): query t against key s
+weights = scores.softmax(dim=-1)       # each row sums to 1
+out = weights @ v                      # (T, d_k): weighted averages of the values
+
+print(weights.round(decimals=2))
+assert torch.allclose(weights.sum(-1), torch.ones(T))
+# a convex combination stays inside the range of the values, dimension by dimension
+assert (out <= v.max(0).values + 1e-6).all() and (out >= v.min(0).values - 1e-6).all()
+print("output shape:", tuple(out.shape))
+
+# %% [markdown]
+# The same three lines work on any leading dimensions (batch, heads), because `@` and
+# `softmax(dim=-1)` act on the last two. Our inline version takes an optional boolean mask
+# (True = may attend, PyTorch's convention) and returns the weights too, so we can look at
+# them:
+
+# %%
+def my_attention(q, k, v, mask=None):
+    """softmax(q k^T / sqrt(d_k)) v over the last two dimensions; mask: bool, True = keep."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    return weights @ v, weights
+
+
+o, w = my_attention(q, k, v)
+assert torch.allclose(o, out) and torch.allclose(w, weights)
+print("my_attention reproduces the three lines above")
+
+# %% [markdown]
+# ## 2. Why divide by $\sqrt{d_k}$?
+#
+# If the components of $q$ and $k$ are independent with mean 0 and variance 1, the dot
+# product $q\cdot k = \sum_{i=1}^{d_k} q_i k_i$ is a sum of $d_k$ terms of variance 1, so its
+# variance is $d_k$. Large scores push the softmax into saturation: one weight near 1, the
+# rest near 0, and a softmax Jacobian $\partial\alpha/\partial s = \mathrm{diag}(\alpha) -
+# \alpha\alpha^\top$ near zero, so gradients stop flowing. Dividing by $\sqrt{d_k}$ brings the
+# variance back to 1 whatever the head size. We measure it: 256 random queries against 64
+# random keys, for head sizes from 4 to 1024, with and without the scale. For the gradient,
+# we back-propagate a random upstream gradient through the softmax and record the norm that
+# reaches the scores.
+
+# %%
+import numpy as np
+import pandas as pd
+
+
+def softmax_stats(d_k, scale, n_queries=256, n_keys=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(n_queries, d_k, generator=g)
+    k = torch.randn(n_keys, d_k, generator=g)
+    s = (q @ k.T * scale).requires_grad_()
+    p = s.softmax(dim=-1)
+    p.backward(torch.randn(p.shape, generator=g))
+    return dict(score_var=s.var().item(), max_weight=p.max(-1).values.mean().item(),
+                grad_norm=s.grad.norm(dim=-1).mean().item())
+
+
+dims = [4, 16, 64, 256, 1024]
+rows = []
+for d in dims:
+    rows.append(dict(d_k=d, scaled="no", **softmax_stats(d, 1.0)))
+    rows.append(dict(d_k=d, scaled="yes", **softmax_stats(d, 1 / math.sqrt(d))))
+scale_df = pd.DataFrame(rows)
+scale_df.pivot(index="d_k", columns="scaled").round(3)
+
+# %% [markdown]
+# The unscaled score variance tracks $d_k$ and the scaled one stays near 1, as the algebra
+# says; a quick check, then the picture:
+
+# %%
+unscaled_var = scale_df[scale_df.scaled == "no"].set_index("d_k").score_var
+scaled_var = scale_df[scale_df.scaled == "yes"].set_index("d_k").score_var
+assert ((unscaled_var / unscaled_var.index).between(0.8, 1.25)).all()
+assert scaled_var.between(0.8, 1.25).all()
+print("variance / d_k without scaling:", (unscaled_var / unscaled_var.index).round(2).tolist())
+
+# %%
+import matplotlib.pyplot as plt
+
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.3))
+for name, style in [("no", "o-"), ("yes", "s--")]:
+    part = scale_df[scale_df.scaled == name]
+    label = "q·k / √d_k" if name == "yes" else "q·k (unscaled)"
+    axes[0].loglog(part.d_k, part.score_var, style, label=label)
+    axes[1].semilogx(part.d_k, part.max_weight, style, label=label)
+    axes[2].loglog(part.d_k, part.grad_norm, style, label=label)
+axes[1].axhline(1 / 64, color="gray", lw=0.8, ls=":", label="uniform (1/64)")
+titles = ["variance of the scores", "mean largest softmax weight", "gradient norm reaching the scores"]
+for ax, title in zip(axes, titles, strict=True):
+    ax.set(title=title, xlabel="head size d_k")
+    ax.legend(fontsize=8)
+axes[0].set_ylabel("variance")
+axes[1].set_ylabel("weight (64 keys)")
+axes[2].set_ylabel("‖∂L/∂scores‖ per query")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Without the scale, by $d_k = 64$ (a typical head size; our `gpu` profile uses 256 / 8 = 32)
+# the softmax already puts most of its weight on one key, and the gradient reaching the
+# scores keeps falling as $d_k$ grows (at $d_k = 1024$ it is about a third of its scaled
+# value). With the scale, all three curves are flat: the head size no longer changes how
+# peaked attention is at initialisation, or how much gradient gets through.
+#
+# ## 3. The causal mask
+#
+# A GPT is trained to predict token $t+1$ from tokens $1..t$, at every position of a
+# sequence at once. If position $t$ could attend to position $t+1$ it would simply read the
+# answer. The **causal mask** (因果掩码) lets query $t$ see keys $s \le t$ only: a
+# lower-triangular matrix of `True`. Masked scores become $-\infty$ before the softmax, so
+# their weights are exactly 0 and the remaining weights still sum to 1.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+T = 6
+causal = torch.ones(T, T, dtype=torch.bool).tril()
+print(causal.int())
+
+# %%
+q, k, v = torch.randn(3, T, 4).unbind(0)
+o, w = my_attention(q, k, v, causal)
+print(w.round(decimals=2))
+assert (w.triu(diagonal=1) == 0).all() and torch.allclose(w.sum(-1), torch.ones(T))
+
+# %% [markdown]
+# The check that matters: change the *last* token's key and value, and no earlier output
+# moves, while the last one does.
+
+# %%
+k2, v2 = k.clone(), v.clone()
+k2[-1], v2[-1] = torch.randn(4), torch.randn(4)
+o2, _ = my_attention(q, k2, v2, causal)
+print("max change at positions 0..4:", (o2[:-1] - o[:-1]).abs().max().item())
+print("change at the last position: ", (o2[-1] - o[-1]).abs().max().item())
+assert torch.equal(o2[:-1], o[:-1]) and not torch.allclose(o2[-1], o[-1])
+
+# %% [markdown]
+# ## 4. The padding mask
+#
+# To batch sentences of different lengths we pad them with `<pad>` (id 0) to a common length
+# (chapter 02). Padding is not text, so no real token should attend to it. The **padding
+# mask** (填充掩码) is built from the ids, `True` at real tokens, shaped `(B, 1, 1, T)` so that
+# it broadcasts over heads and queries and hides *keys*; it combines with the causal mask by
+# a logical and. Does it matter? We take two real news headlines, embed them with a random
+# embedding, run one randomly initialised attention layer from `course_utils` (its weights
+# are random: we are testing mechanics, not meaning), and compare the short sentence's
+# outputs alone and inside a padded batch:
+#
+# - **right padding** (pads after the text, what training uses): causality already hides
+#   every pad from every real token, so the mask changes nothing for real tokens;
+# - **left padding** (pads before the text, common when batching prompts for generation):
+#   without the mask every real token attends to the pads.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from torch import nn
+
+from course_utils import artifacts, data
+from course_utils.attention import MultiHeadAttention
+from course_utils.vocab import PAD
+
+vocab = artifacts.news_vocab()
+news = data.load_news()
+short, long = "香港各界举行活动喜庆元旦", "党中央国务院关心西藏雪灾救灾工作"
+assert short in news and long in news  # two real headlines of the corpus
+n_pad = len(long) - len(short)
+
+ids_short = torch.tensor([vocab.encode(short)])
+right = torch.tensor([vocab.encode(short) + [PAD] * n_pad, vocab.encode(long)])
+left = torch.tensor([[PAD] * n_pad + vocab.encode(short), vocab.encode(long)])
+print("right-padded batch:\n", right, "\nleft-padded batch:\n", left)
+
+# %%
+embed = nn.Embedding(len(vocab), profile.d_model)
+layer = MultiHeadAttention(profile.d_model, profile.n_heads).eval()
+with torch.no_grad():
+    alone = layer(embed(ids_short))[0]
+    outputs = {
+        "right padding, no mask": layer(embed(right))[0, : len(short)],
+        "right padding, padding mask": layer(embed(right), key_padding_mask=right != PAD)[0, : len(short)],
+        "left padding, no mask": layer(embed(left))[0, n_pad:],
+        "left padding, padding mask": layer(embed(left), key_padding_mask=left != PAD)[0, n_pad:],
+    }
+pad_df = pd.DataFrame(
+    [(name, (o - alone).abs().max().item(), ((o - alone).norm() / alone.norm()).item())
+     for name, o in outputs.items()],
+    columns=["batch", "max |Δ| on real tokens", "relative change"],
+)
+assert pad_df.iloc[[0, 1, 3], 1].max() < 1e-5 and pad_df.iloc[2, 2] > 0.01
+pad_df
+
+# %% [markdown]
+# With left padding and no mask, the outputs of the real tokens change by a large fraction
+# of their own size (the relative change in the table): every real token spends part of its
+# attention on `<pad>` embeddings. With the mask the outputs are identical to the unpadded
+# run, up to float32 rounding.
+#
+# There is a trap in the masked left-padded case: the first query is a `<pad>` that may see
+# only itself (causal), and the padding mask hides that key too. Its row of scores is all
+# $-\infty$ and our inline softmax returns $0/0$:
+
+# %%
+keep = (left != PAD)[:, None, None, :]        # (B, 1, 1, T) key-padding mask
+mask = torch.ones(left.size(1), left.size(1), dtype=torch.bool).tril() & keep
+x = embed(left).detach()[:, None]             # one head: (B, 1, T, d_model)
+_, w_inline = my_attention(x, x, x, mask)
+print("NaN weights in the inline version:", w_inline.isnan().any(-1).sum().item(), "rows")
+
+from course_utils.attention import attention
+
+_, w_lib = attention(x, x, x, mask)
+print("NaN weights in course_utils.attention:", w_lib.isnan().sum().item(),
+      "| weight rows of the fully masked queries sum to",
+      w_lib[0, 0, :n_pad].sum(-1).tolist())
+
+# %% [markdown]
+# A NaN there is not harmless: in the next layer the pad position is a key, and even a zero
+# weight times a NaN value is NaN, so it spreads to every real token. PyTorch's
+# `F.scaled_dot_product_attention` returns zeros for such rows, and so does
+# `course_utils.attention.attention` (it zeroes the weights of any query whose mask row is all
+# `False`). Only the padding positions are affected; their outputs are never used.
+#
+# ## 5. Multi-head attention
+#
+# One attention layer computes one set of weights per position, one notion of "relevant".
+# A position may need several at once (the previous character, the subject of the
+# sentence, the last punctuation mark). **Multi-head attention** (多头注意力) runs $h$
+# attentions in parallel on $d_\text{model}/h$-dimensional slices, concatenates their
+# outputs and mixes them with an output projection:
+#
+# $$\mathrm{head}_i = \mathrm{Attention}(XW_i^Q, XW_i^K, XW_i^V),\qquad
+# \mathrm{MHA}(X) = [\mathrm{head}_1; \dots; \mathrm{head}_h]\,W^O .$$
+#
+# In code we do not loop over heads: one $d_\text{model}\times d_\text{model}$ projection
+# computes all heads' queries, and a reshape `(B, T, C) → (B, T, h, C/h) → (B, h, T, C/h)`
+# puts the heads next to the batch dimension, where `my_attention` treats them as a batch.
+
+# %%
+class MyMultiHeadAttention(nn.Module):
+    def __init__(self, d_model, n_heads):
+        super().__init__()
+        self.n_heads = n_heads
+        self.W_q = nn.Linear(d_model, d_model)
+        self.W_k = nn.Linear(d_model, d_model)
+        self.W_v = nn.Linear(d_model, d_model)
+        self.W_o = nn.Linear(d_model, d_model)
+
+    def forward(self, x, key_padding_mask=None):
+        B, T, C = x.shape
+        split = lambda t: t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)
+        q, k, v = split(self.W_q(x)), split(self.W_k(x)), split(self.W_v(x))
+        mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        if key_padding_mask is not None:
+            mask = mask & key_padding_mask[:, None, None, :]
+        y, w = my_attention(q, k, v, mask)           # (B, h, T, C/h)
+        y = y.transpose(1, 2).reshape(B, T, C)       # concatenate the heads
+        return self.W_o(y), w
+
+
+d_model, n_heads = profile.d_model, profile.n_heads
+mha = MyMultiHeadAttention(d_model, n_heads)
+x = torch.randn(2, 10, d_model)
+y, w = mha(x)
+print("out:", tuple(y.shape), "| weights:", tuple(w.shape), "(batch, heads, queries, keys)")
+assert y.shape == x.shape and w.shape == (2, n_heads, 10, 10)
+
+# %% [markdown]
+# The heads really are independent: head 0 is plain attention on the first $d_\text{model}/h$
+# columns of the projected queries, keys and values.
+
+# %%
+hd = d_model // n_heads
+with torch.no_grad():
+    q0, k0, v0 = (lin(x)[..., :hd] for lin in (mha.W_q, mha.W_k, mha.W_v))
+    _, w0 = my_attention(q0, k0, v0, torch.ones(10, 10, dtype=torch.bool).tril())
+print("max |head-0 weights − attention on the first slice|:", (w[:, 0] - w0).abs().max().item())
+assert torch.allclose(w[:, 0], w0, atol=1e-6)
+
+# %% [markdown]
+# ## 6. Checking against `course_utils` and PyTorch
+#
+# `course_utils.attention` holds the canonical versions: `attention` (the explicit formula,
+# as above) and `MultiHeadAttention`, which by default calls PyTorch's fused
+# `F.scaled_dot_product_attention` (on a GPU that is FlashAttention or a memory-efficient
+# kernel). First the bare function, on random `(B, H, T, d)` tensors, with each mask:
+
+# %%
+import torch.nn.functional as F
+
+from course_utils.attention import causal_mask, padding_mask
+
+B, H, T, D = 2, n_heads, 12, 16
+q, k, v = torch.randn(3, B, H, T, D).unbind(0)
+ids = torch.randint(3, len(vocab), (B, T))
+ids[1, 8:] = PAD                                  # the second sequence is right-padded
+masks = {"none": None, "causal": causal_mask(T), "padding": padding_mask(ids),
+         "causal & padding": causal_mask(T) & padding_mask(ids)}
+rows = []
+for name, m in masks.items():
+    ours, _ = my_attention(q, k, v, m)
+    lib, _ = attention(q, k, v, m)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+    rows.append((name, (ours - lib).abs().max().item(), (ours - ref).abs().max().item()))
+check_df = pd.DataFrame(rows, columns=["mask", "vs course_utils", "vs F.sdpa"])
+assert (check_df.iloc[:, 1:] < 1e-5).all().all()
+check_df
+
+# %% [markdown]
+# Now the layer. `course_utils`'s `MultiHeadAttention` keeps $W^Q, W^K, W^V$ as one
+# `(3·d_model, d_model)` matrix `qkv` (one matrix multiply instead of three) and $W^O$ as
+# `proj`. Stacking our three matrices gives exactly that layout, so we can copy our weights
+# over and compare outputs, for the fused and the explicit path, with and without padding:
+
+# %%
+def copy_into(ours: MyMultiHeadAttention, fused: bool) -> MultiHeadAttention:
+    lib = MultiHeadAttention(d_model, n_heads, fused=fused).eval()
+    with torch.no_grad():
+        lib.qkv.weight.copy_(torch.cat([ours.W_q.weight, ours.W_k.weight, ours.W_v.weight]))
+        lib.qkv.bias.copy_(torch.cat([ours.W_q.bias, ours.W_k.bias, ours.W_v.bias]))
+        lib.proj.weight.copy_(ours.W_o.weight)
+        lib.proj.bias.copy_(ours.W_o.bias)
+    return lib
+
+
+x = torch.randn(B, T, d_model)
+kpm = ids != PAD
+rows = []
+with torch.no_grad():
+    for fused in (True, False):
+        lib = copy_into(mha, fused)
+        for name, pm in [("causal", None), ("causal & padding", kpm)]:
+            diff = (mha(x, pm)[0] - lib(x, key_padding_mask=pm)).abs().max().item()
+            rows.append(("fused (F.sdpa)" if fused else "explicit", name, diff))
+mha_df = pd.DataFrame(rows, columns=["course_utils path", "mask", "max |Δ|"])
+assert (mha_df["max |Δ|"] < 1e-5).all()
+mha_df
+
+# %% [markdown]
+# All differences are at the level of float32 rounding: from here on the book uses
+# `course_utils.attention.MultiHeadAttention`.
+#
+# ## 7. Looking at attention weights on a real sentence
+#
+# `MultiHeadAttention(..., return_weights=True)` also returns the weights. We feed it a real
+# headline from the news corpus. **The layer is randomly initialised**, so the pattern below
+# shows only the mechanics: the causal triangle, rows that sum to 1, and weights spread over
+# the visible prefix for no linguistic reason. (The character embeddings are random too; to
+# give the random scores some spread we draw them with standard deviation 1.)
+
+# %%
+sentence = "较强冷空气将影响我国大部地区"
+assert sentence in news
+chars = list(sentence)
+idx = torch.tensor([vocab.encode(sentence)])
+torch.manual_seed(0)
+random_embed = nn.Embedding(len(vocab), d_model)
+random_layer = MultiHeadAttention(d_model, n_heads).eval()
+with torch.no_grad():
+    _, w_random = random_layer(random_embed(idx), return_weights=True)
+print("weights:", tuple(w_random.shape), "| row sums:", w_random.sum(-1).min().item(), "to",
+      w_random.sum(-1).max().item())
+
+
+def show_heads(weights, chars, title):
+    n = weights.size(0)
+    fig, axes = plt.subplots(1, n, figsize=(3.1 * n + 0.8, 3.5), layout="constrained", squeeze=False)
+    for h, ax in enumerate(axes[0]):
+        image = ax.imshow(weights[h], cmap="viridis", vmin=0, vmax=1)
+        ax.set_xticks(range(len(chars)), chars, fontsize=7)
+        ax.set_yticks(range(len(chars)), chars, fontsize=7)
+        ax.set(title=f"head {h}", xlabel="key (attended to)", ylabel="query")
+        ax.grid(False)
+    fig.colorbar(image, ax=axes[0], shrink=0.8, label="attention weight")
+    fig.suptitle(title)
+    plt.show()
+
+
+show_heads(w_random[0], chars, "a randomly initialised layer: mechanics only")
+
+# %% [markdown]
+# To see a weight pattern with a meaning, we need a trained layer. Training a GPT is the
+# next chapters' job, but one attention layer learns a simple task in seconds: **output the
+# previous character**. At position $t$ the target is $x_{t-1}$; the only way to solve it
+# is to attend from $t$ to $t-1$ and copy that token's embedding. The model is a token
+# embedding plus a learned position embedding (without positions a query cannot tell "one
+# step back" from any other key), one attention layer with a residual connection, and a
+# linear read-out, trained on random windows of the news text.
+
+# %%
+from tqdm.auto import tqdm
+
+from course_utils.datasets import random_batch
+
+
+class PreviousToken(nn.Module):
+    def __init__(self, vocab_size, d_model, n_heads, block_size):
+        super().__init__()
+        self.tok = nn.Embedding(vocab_size, d_model)
+        self.pos = nn.Embedding(block_size, d_model)
+        self.attn = MultiHeadAttention(d_model, n_heads)
+        self.out = nn.Linear(d_model, vocab_size)
+
+    def forward(self, idx, return_weights=False):
+        x = self.tok(idx) + self.pos(torch.arange(idx.size(1)))
+        y, w = self.attn(x, return_weights=True)
+        logits = self.out(x + y)
+        return (logits, w) if return_weights else logits
+
+
+torch.manual_seed(0)
+tokens = artifacts.news_tokens("train")
+window, steps = 24, (100 if profile.name != "ci" else 40)
+toy = PreviousToken(len(vocab), 64, n_heads, window)
+opt = torch.optim.Adam(toy.parameters(), lr=1e-2)
+gen = torch.Generator().manual_seed(0)
+for _ in tqdm(range(steps), desc="previous-token task"):
+    xb, _ = random_batch(tokens, 16, window, generator=gen)
+    target = xb.roll(1, dims=1)
+    target[:, 0] = -100                            # position 0 has no previous token
+    loss = F.cross_entropy(toy(xb).flatten(0, 1), target.flatten(), ignore_index=-100)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+xb, _ = random_batch(tokens, 64, window, generator=gen)
+with torch.no_grad():
+    accuracy = (toy(xb).argmax(-1)[:, 1:] == xb[:, :-1]).float().mean().item()
+print(f"after {steps} steps: loss {loss.item():.3f}, accuracy on fresh windows {accuracy:.1%}")
+
+# %%
+with torch.no_grad():
+    _, w_toy = toy(idx, return_weights=True)
+prev_weight = w_toy[0].diagonal(offset=-1, dim1=-2, dim2=-1)   # weight of query t on key t-1
+print("mean weight on the previous character, per head:", prev_weight.mean(-1).round(decimals=2).tolist())
+show_heads(w_toy[0], chars, f"one layer trained {steps} steps to output the previous character")
+
+# %% [markdown]
+# In the committed `cpu` run the trained heads put most of their weight on the sub-diagonal:
+# query 国 looks at 我, query 大 at 国, exactly the "previous token" pattern the task
+# needs (the diagonal numbers above measure it; in a short `ci` run the pattern is only
+# beginning to form). Real language models learn such previous-token heads early in
+# training, together with many less legible ones. Heatmaps are a good sanity check of
+# masks and shapes; be careful reading *meaning* into them.
+#
+# ## 8. The price: quadratic in the sequence length
+#
+# The score matrix $QK^\top$ has $T\times T$ entries per head, and computing it and
+# multiplying the weights by $V$ takes $2T^2 d_k$ multiply-adds each. Doubling the context
+# quadruples both the time and the memory of the score matrix. We time the explicit
+# `attention` and PyTorch's fused kernel for one sequence with the profile's heads, on one
+# CPU thread, with `torch.utils.benchmark`: it repeats each call in blocks for at least
+# half a second and reports the median time per call, which is robust to the occasional
+# interruption by other programs. We also read the memory of the `(B, H, T, T)` weight
+# tensor the explicit version materialises.
+
+# %%
+from torch.utils import benchmark
+
+lengths = [128, 256, 512, 1024] + ([2048] if profile.name != "ci" else [])
+hd = d_model // n_heads
+rows = []
+with torch.no_grad():
+    for T in tqdm(lengths, desc="timing"):
+        q, k, v = torch.randn(3, 1, n_heads, T, hd).unbind(0)
+        env = dict(attention=attention, F=F, q=q, k=k, v=v, m=causal_mask(T))
+        median_ms = {
+            name: 1e3 * benchmark.Timer(stmt, globals=env, num_threads=1)
+            .blocked_autorange(min_run_time=0.5).median
+            for name, stmt in [("explicit_ms", "attention(q, k, v, m)"),
+                               ("fused_ms", "F.scaled_dot_product_attention(q, k, v, is_causal=True)")]
+        }
+        _, w = attention(q, k, v, env["m"])
+        rows.append(dict(T=T, score_MiB=w.numel() * w.element_size() / 2**20, **median_ms))
+        del w
+cost_df = pd.DataFrame(rows)
+cost_df.round(2)
+
+# %%
+big = cost_df[cost_df["T"] >= 256]
+slope = {col: np.polyfit(np.log(big["T"]), np.log(big[col]), 1)[0]
+         for col in ["score_MiB", "explicit_ms", "fused_ms"]}
+print("log-log slopes (T >= 256):", {k: round(float(s), 2) for k, s in slope.items()})
+per_doubling = cost_df.set_index("T")[["score_MiB", "explicit_ms", "fused_ms"]]
+print("factor per doubling of T:\n", (per_doubling / per_doubling.shift(1)).iloc[1:].round(1))
+
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+ax1.loglog(cost_df["T"], cost_df.explicit_ms, "o-", label="explicit attention")
+ax1.loglog(cost_df["T"], cost_df.fused_ms, "s-", label="F.scaled_dot_product_attention")
+ref = cost_df.explicit_ms.iloc[-1] * (cost_df["T"] / cost_df["T"].iloc[-1]) ** 2
+ax1.loglog(cost_df["T"], ref, "k:", label="∝ T² (reference)")
+ax1.set(title=f"time of one attention call ({n_heads} heads, 1 thread)",
+        ylabel="median time per call (ms)")
+ax1.legend(fontsize=8)
+ax2.loglog(cost_df["T"], cost_df.score_MiB, "o-", color="C3")
+ax2.set(title="memory of one (B, H, T, T) float32 weight tensor", ylabel="MiB")
+for ax in (ax1, ax2):
+    ax.set_xticks(lengths, [str(T) for T in lengths])
+    ax.minorticks_off()
+    ax.set_xlabel("sequence length T")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The memory grows by exactly 4× per doubling: it is $B\cdot H\cdot T^2 \cdot 4$ bytes, and the
+# explicit version writes several tensors of that size per call (scores, masked scores,
+# weights) and keeps the weights for the backward pass. Its time grows by roughly 4× per
+# doubling at moderate $T$ and by clearly more at the largest lengths: once the matrix
+# outgrows the CPU caches, every pass over it runs at the speed of main memory. The fused
+# kernel works on tiles that stay in cache, skips the tiles above the causal diagonal and
+# never writes the matrix out, so it is several times faster and, in this range, its time
+# per doubling stays lower (the fitted slopes are printed above; the machine that ran this
+# notebook is shared, so read the trend, not the last digit). It does not escape the
+# quadratic, though: it still computes every allowed score, $T(T+1)/2$ per head. Its memory
+# saving matters most on a GPU, where it is the reason long contexts fit at all.
+#
+# Our contexts are short (at most 128 tokens in every profile: a 64 KiB float32 score matrix
+# per head), so the quadratic term is cheap here; it is why long-context models need other
+# tricks.
+#
+# > **Pitfalls.**
+# > - *Forgetting the $1/\sqrt{d_k}$.* Nothing crashes; training is just slower and less
+# >   stable because the softmax saturates (section 2).
+# > - *Masking after the softmax.* Multiplying the weights by a 0/1 mask leaves rows that no
+# >   longer sum to 1. Put $-\infty$ in the *scores* before the softmax.
+# > - *Mask polarity.* For `F.scaled_dot_product_attention` and `course_utils`, a boolean
+# >   mask is `True` where a query *may* attend. `torch.nn.MultiheadAttention`'s
+# >   `key_padding_mask` uses the opposite convention (`True` = ignore). A float mask is
+# >   *added* to the scores (0 or $-\infty$), not multiplied.
+# > - *Fully masked rows.* A query that may see no key (a left pad under a causal mask)
+# >   gives $0/0$ = NaN in a hand-written softmax, and the NaN spreads through the next
+# >   layer. Handle it (as `course_utils` and PyTorch do) or avoid it.
+# > - *`is_causal=True` with a KV cache.* PyTorch aligns that mask to the top-left corner;
+# >   when new queries come after cached keys, the diagonal must be shifted by the number of
+# >   cached positions (`causal_mask(t_q, t_k)`, exercise 03.2).
+# > - *Left padding shifts positions.* The padding mask hides pads from attention, but in a
+# >   GPT with position embeddings a left-padded sentence also starts at a later position.
+# >   Training in this book pads on the right, where causality already hides the pads.
+# > - *`view` after `transpose`.* `(B, h, T, d) → (B, T, C)` needs `transpose(1, 2)` and then
+# >   `reshape` (or `.contiguous().view`); reshaping straight to the other layout mixes up
+# >   positions and heads without any error (exercise 03.3).
+
+# %% [markdown]
+# ## Exercises
+#
+# **Exercise 03.1.** Write `masked_attention(q, k, v, mask=None)` returning `(out, weights)`,
+# with a boolean mask (`True` = may attend) broadcastable to `(..., T_q, T_k)`. The checker
+# compares it with `F.scaled_dot_product_attention` with no mask, a causal mask, a padding
+# mask and both, and tells you which mistake it sees.
+
+# %%
+from course_utils.exercises import ch03
+
+
+def masked_attention(q, k, v, mask=None):
+    raise NotImplementedError
+
+
+_ = ch03.check_masked_attention(masked_attention)
+
+
+# %% tags=["hide-cell"]
+def masked_attention(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    return weights @ v, weights
+
+
+_ = ch03.check_masked_attention(masked_attention)
+
+
+# %% [markdown]
+# **Exercise 03.2.** With a KV cache (chapter 08) the model feeds only the $t_q$ *new*
+# tokens, while the keys cover all $t_k$ positions seen so far: the queries are the last
+# $t_q$ of them. Write `cache_causal_mask(t_q, t_k)`, a boolean `(t_q, t_k)` mask that lets
+# each new query see every key up to and including its own position.
+
+# %%
+def cache_causal_mask(t_q, t_k):
+    raise NotImplementedError
+
+
+_ = ch03.check_cache_causal_mask(cache_causal_mask)
+
+
+# %% tags=["hide-cell"]
+def cache_causal_mask(t_q, t_k):
+    # query i is position t_k - t_q + i: it may see keys 0 .. t_k - t_q + i
+    return torch.ones(t_q, t_k, dtype=torch.bool).tril(diagonal=t_k - t_q)
+
+
+_ = ch03.check_cache_causal_mask(cache_causal_mask)
+print(cache_causal_mask(2, 5).int())
+
+
+# %% [markdown]
+# **Exercise 03.3.** Write `split_heads(x, n_heads)`, `(B, T, C) → (B, n_heads, T, C/n_heads)`
+# with head $h$ holding channels $h\cdot C/n_\text{heads}$ to $(h+1)\cdot C/n_\text{heads}-1$
+# (the layout of `MultiHeadAttention`), and `merge_heads(x)`, its inverse.
+
+# %%
+def split_heads(x, n_heads):
+    raise NotImplementedError
+
+
+def merge_heads(x):
+    raise NotImplementedError
+
+
+_ = ch03.check_split_merge_heads(split_heads, merge_heads)
+
+
+# %% tags=["hide-cell"]
+def split_heads(x, n_heads):
+    B, T, C = x.shape
+    return x.view(B, T, n_heads, C // n_heads).transpose(1, 2)
+
+
+def merge_heads(x):
+    B, H, T, D = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * D)
+
+
+_ = ch03.check_split_merge_heads(split_heads, merge_heads)
+
+
+# %% [markdown]
+# **Exercise 03.4.** Write `score_bytes(batch, n_heads, T, dtype)`: the bytes of one layer's
+# `(batch, n_heads, T, T)` score tensor (`torch.empty((), dtype=dtype).element_size()` gives
+# the bytes per entry). Then use it: how much does one layer's score matrix take for the
+# course's batches (32 sequences, 8 heads, $T$ = 128, float32), and for the same batch with a
+# context of 4,096 tokens?
+
+# %%
+def score_bytes(batch, n_heads, T, dtype):
+    raise NotImplementedError
+
+
+_ = ch03.check_score_bytes(score_bytes)
+
+
+# %% tags=["hide-cell"]
+def score_bytes(batch, n_heads, T, dtype):
+    return batch * n_heads * T * T * torch.empty((), dtype=dtype).element_size()
+
+
+_ = ch03.check_score_bytes(score_bytes)
+for T in (128, 4096):
+    print(f"T = {T:>5}: {score_bytes(32, 8, T, torch.float32) / 2**20:,.0f} MiB per layer")
+
+# %% [markdown]
+# ## Summary
+#
+# - Attention turns dot products between queries and keys into softmax weights and averages
+#   the values with them: $\mathrm{softmax}(QK^\top/\sqrt{d_k} + M)V$. Dividing by
+#   $\sqrt{d_k}$ keeps the score variance near 1 whatever the head size; without it the
+#   softmax saturates and its gradient vanishes, as we measured.
+# - The causal mask keeps position $t$ from seeing the future; the padding mask keeps real
+#   tokens from attending to `<pad>`. With right padding causality already does that for
+#   real tokens; with left padding the mask is essential, and fully masked rows must not
+#   produce NaN.
+# - Multi-head attention runs several attentions on slices of $d_\text{model}$, as one batched
+#   computation. Our inline version matches `course_utils.attention` and
+#   `F.scaled_dot_product_attention` to float32 rounding, with every mask.
+# - A random layer's heatmap shows mechanics only; one layer trained for 100 steps learns
+#   a clean previous-token head.
+# - The score matrix costs $O(T^2)$ time and memory per head, which fused kernels reduce in
+#   memory but not in work.
+#
+# **Next**, chapter 04 wraps `course_utils.attention.MultiHeadAttention` with LayerNorm, an
+# MLP and residual connections into a transformer block, stacks the blocks into the GPT and
+# counts its parameters.
