@@ -216,6 +216,7 @@ def atomic_save(obj, path: str | Path) -> Path:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a saved file is an ordinary one
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
