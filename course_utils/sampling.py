@@ -11,10 +11,11 @@ the recomputing path, so the two give identical tokens and the cache stays fast.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .vocab import PAD, SEP, Vocab
 
@@ -27,17 +28,23 @@ STOP_CHARS = "。？！"
 def check_settings(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                    repetition_penalty: float = 1.0, max_new_tokens: int | None = None) -> None:
     """Raise ValueError naming the first bad sampler setting."""
-    if not isinstance(temperature, (int, float)) or temperature != temperature or temperature < 0:
-        raise ValueError(f"temperature must be a number >= 0 (0 means greedy), got {temperature!r}")
+    if not _is_number(temperature) or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be a whole number >= 1 or None (no top-k), got {top_k!r}")
-    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+    if top_p is not None and (not _is_number(top_p) or not 0 < top_p <= 1):
         raise ValueError(f"top_p must be in (0, 1] or None (no top-p), got {top_p!r}")
-    if not isinstance(repetition_penalty, (int, float)) or repetition_penalty <= 0:
-        raise ValueError(f"repetition_penalty must be > 0 (1 means none), got {repetition_penalty!r}")
+    if (not _is_number(repetition_penalty) or not math.isfinite(repetition_penalty)
+            or repetition_penalty <= 0):
+        raise ValueError(f"repetition_penalty must be a finite number > 0 (1 means none), "
+                         f"got {repetition_penalty!r}")
     if max_new_tokens is not None and (isinstance(max_new_tokens, bool)
                                        or not isinstance(max_new_tokens, int) or max_new_tokens < 1):
         raise ValueError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x  # x == x: not NaN
 
 
 # ---------------------------------------------------------------------------- logits -> logits
@@ -230,6 +237,56 @@ def beam_search(model, idx, max_new_tokens: int, beam_width: int = 4, length_pen
     best = max(candidates, key=lambda c: score(c[0], len(c[1])))[1]
     model.train(was_training)
     return best[None]
+
+
+@torch.no_grad()
+def sequence_logprob(model, ids, prompt_len: int) -> float:
+    """Sum of log p(token | everything before it) over the tokens after the first `prompt_len`.
+
+    The whole sequence must fit in the model's context (`block_size` tokens).
+    """
+    ids = _check_prompt(ids)
+    if ids.size(0) != 1:
+        raise ValueError(f"sequence_logprob takes one sequence (batch of 1), got {ids.size(0)}")
+    if not 1 <= prompt_len < ids.size(1):
+        raise ValueError(f"prompt_len must be in 1..{ids.size(1) - 1}, got {prompt_len}")
+    if ids.size(1) > model.config.block_size:
+        raise ValueError(f"the sequence has {ids.size(1)} tokens, more than block_size="
+                         f"{model.config.block_size}: score a shorter one")
+    device = next(model.parameters()).device
+    ids = ids.to(device)
+    was_training = model.training
+    model.eval()
+    logits = model(ids[:, :-1])[0]
+    logp = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
+    model.train(was_training)
+    picked = logp.gather(-1, ids[:, 1:, None])[0, :, 0]
+    return float(picked[prompt_len - 1:].sum())
+
+
+def tokens_per_second(model, idx, max_new_tokens: int, repeats: int = 3, threads: int | None = None,
+                      **settings) -> float:
+    """Generation speed: new tokens per second, the best of `repeats` timed runs (after one
+    untimed warm-up). Pass `use_cache=False` to time the recomputing path. `threads` sets
+    torch's CPU threads for the measurement (restored afterwards); None keeps the current."""
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a whole number >= 1, got {repeats!r}")
+    settings.setdefault("temperature", 0)
+    settings.pop("stop_tokens", None)  # time exactly max_new_tokens tokens
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        generate(model, idx, min(max_new_tokens, 4), **settings)  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = generate(model, idx, max_new_tokens, **settings)
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+    new = out.size(1) - _check_prompt(idx).size(1)
+    return new / max(best, 1e-9)
 
 
 # ---------------------------------------------------------------------------- text in, text out

@@ -1,0 +1,164 @@
+"""Generation speed of the pretrained GPT: the KV cache against recomputation, and PyTorch's
+dynamic int8 against fp32 (with what each costs in validation loss and size on disk).
+
+Both comparisons run in one process on the same prompt; timed blocks are interleaved
+(the order alternates every repeat) so a slow patch of the machine hits both sides, one
+warm-up run is excluded, and the median over repeats is reported with the ratio. Timing
+uses one CPU thread by default (`--threads`): batch-1 decoding of these small models gains
+little from more, and one thread gives steady numbers on a shared machine.
+Nothing is asserted about speed: the script prints what it measured.
+
+    python bench/generation.py                  # the active profile ($COURSE_PROFILE)
+    python bench/generation.py --profile ci --new-tokens 16 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
+
+from course_utils import artifacts, config, quantize  # noqa: E402
+from course_utils.sampling import generate  # noqa: E402
+from course_utils.train import WindowBatches, evaluate  # noqa: E402
+
+DEFAULT_REPEATS = {"ci": 2, "cpu": 5, "gpu": 5}
+PROMPT_TOKENS = 8
+
+
+def machine_info() -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "platform": platform.platform(terse=True), "cpu count": os.cpu_count(),
+            "torch threads": torch.get_num_threads(), "device": "cpu"}
+
+
+def time_interleaved(runs: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each zero-argument callable in `runs`, `repeats` times, alternating the order."""
+    for fn in runs.values():  # warm-up, not timed
+        fn()
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(repeats):
+        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+            t0 = time.perf_counter()
+            runs[name]()
+            seconds[name].append(time.perf_counter() - t0)
+    return seconds
+
+
+def bench(profile, new_tokens: int, repeats: int) -> dict:
+    model, vocab, _ = artifacts.pretrained_lm(profile, device="cpu", progress=False)
+    val_tokens = artifacts.news_tokens("val")
+    prompt = torch.from_numpy(val_tokens[:PROMPT_TOKENS].astype("int64"))[None]
+    val = WindowBatches(val_tokens, profile.batch_size, profile.block_size, seed=1)
+
+    def run(m, use_cache: bool):
+        return lambda: generate(m, prompt, new_tokens, temperature=0, use_cache=use_cache)
+
+    # 1. KV cache vs recomputation: the same model, greedy, token-identical
+    cached = generate(model, prompt, new_tokens, temperature=0, use_cache=True)
+    recomputed = generate(model, prompt, new_tokens, temperature=0, use_cache=False)
+    kv = time_interleaved({"KV cache": run(model, True), "recompute": run(model, False)}, repeats)
+
+    # 2. dynamic int8 (torch.ao) vs fp32 (and the from-scratch weight-only int8), KV cache on
+    models = {"fp32": model, "int8 dynamic (torch.ao)": quantize.dynamic_int8(model),
+              "int8 weight-only (from scratch)": quantize.quantize_model(model)}
+    q = time_interleaved({name: run(m, True) for name, m in models.items()}, repeats)
+    # ... and whole windows at once (evaluation, or a long prompt's prefill): many tokens per call
+    batch = val.get(0)[0]
+
+    def forward(m):
+        def go():
+            with torch.no_grad():
+                m(batch)
+        return go
+
+    fwd = time_interleaved({name: forward(m) for name, m in models.items()}, repeats)
+    quality = {name: {"val_loss": evaluate(m, val, profile.eval_iters, "cpu"),
+                      "size_MB": quantize.state_dict_bytes(m) / 1e6} for name, m in models.items()}
+    return {"kv": kv, "identical": torch.equal(cached, recomputed), "quant": q, "forward": fwd,
+            "batch_tokens": batch.numel(), "batch_shape": tuple(batch.shape), "quality": quality,
+            "parameters": model.num_parameters(), "block_size": model.config.block_size,
+            "vocab": len(vocab)}
+
+
+def tokens_per_s(seconds: list[float], new_tokens: int) -> float:
+    return new_tokens / statistics.median(seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python bench/generation.py",
+        description="Generation tokens/s: KV cache vs recomputation, and dynamic int8 vs fp32 "
+                    "(with validation loss and size), measured side by side on the CPU.")
+    parser.add_argument("--profile", choices=list(config.PROFILES),
+                        help="model size (default: $COURSE_PROFILE, else gpu with CUDA, else cpu)")
+    parser.add_argument("--new-tokens", type=int, default=256, help="tokens generated per run")
+    parser.add_argument("--repeats", type=int, help="interleaved timed repeats (median reported)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads while timing (default 1; 0 keeps torch's default)")
+    args = parser.parse_args(argv)
+    try:
+        profile = config.get_profile(args.profile)
+    except ValueError as err:
+        parser.error(str(err))
+    repeats = args.repeats if args.repeats is not None else DEFAULT_REPEATS[profile.name]
+    if args.new_tokens < 1:
+        parser.error("--new-tokens must be at least 1")
+    if repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.threads < 0:
+        parser.error("--threads must be 0 (torch's default) or more")
+    default_threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    print("## Generation: KV cache and int8\n")
+    for key, value in machine_info().items():
+        print(f"- {key}: {value}" + (f" (torch's default here: {default_threads})"
+                                     if key == "torch threads" else ""))
+    r = bench(profile, args.new_tokens, repeats)
+    n = args.new_tokens
+    print(f"- profile: {profile.name} ({r['parameters']:,} parameters, block_size={r['block_size']}, "
+          f"vocabulary {r['vocab']:,})")
+    print(f"- timing: greedy decoding of {n} new tokens after a {PROMPT_TOKENS}-token prompt, batch 1, "
+          f"{repeats} interleaved repeats, median reported (one warm-up run excluded)")
+    print(f"- KV cache and recomputation give identical tokens: {r['identical']}\n")
+
+    print("| generation | tokens/s (median) | ms/token |")
+    print("|---|---:|---:|")
+    for name, secs in r["kv"].items():
+        rate = tokens_per_s(secs, n)
+        print(f"| {name} | {rate:,.0f} | {1000 / rate:.2f} |")
+    speedup = tokens_per_s(r["kv"]["KV cache"], n) / tokens_per_s(r["kv"]["recompute"], n)
+    print(f"\nratio KV cache / recompute: {speedup:.2f}x\n")
+
+    b, t = r["batch_shape"]
+    print(f"| weights | generation tokens/s (median) | ms/token | forward tokens/s, {b}x{t} batch "
+          f"(median) | val loss | size on disk (MB) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, secs in r["quant"].items():
+        rate = tokens_per_s(secs, n)
+        fwd = tokens_per_s(r["forward"][name], r["batch_tokens"])
+        qual = r["quality"][name]
+        print(f"| {name} | {rate:,.0f} | {1000 / rate:.2f} | {fwd:,.0f} | {qual['val_loss']:.4f} | "
+              f"{qual['size_MB']:.2f} |")
+    dyn_name = "int8 dynamic (torch.ao)"
+    gen = tokens_per_s(r["quant"][dyn_name], n) / tokens_per_s(r["quant"]["fp32"], n)
+    fwd = (tokens_per_s(r["forward"][dyn_name], r["batch_tokens"])
+           / tokens_per_s(r["forward"]["fp32"], r["batch_tokens"]))
+    d_loss = r["quality"][dyn_name]["val_loss"] - r["quality"]["fp32"]["val_loss"]
+    print(f"\nratio dynamic int8 / fp32: generation (batch 1, one token per call) {gen:.2f}x, "
+          f"forward over whole windows {fwd:.2f}x; val loss change {d_loss:+.4f} nats/token")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

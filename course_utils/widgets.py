@@ -1,0 +1,238 @@
+"""Interactive demos (ipywidgets): the sampling sliders and a chat box, plus the token bar chart.
+
+The widget classes work without a browser: change a control's `.value` from Python and
+the outputs (`.text`, `.chart`, `.transcript`) update, so they are testable and scriptable.
+Outputs are plain HTML/Image widgets (not `Output` capture areas, which need a frontend).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import torch
+
+from . import plots
+from .chat import Conversation
+from .sampling import encode_prompt, generate, next_token_probs
+from .vocab import SEP, SPECIALS, Vocab
+
+PALETTE = ("#bbbbbb", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
+
+
+# ---------------------------------------------------------------------------- the bar chart
+
+
+def token_label(vocab: Vocab, i: int) -> str:
+    """A printable label for token `i`: specials as `<sep>`, blanks as visible symbols."""
+    tok = vocab.idx2token[int(i)]
+    if tok in SPECIALS:
+        return tok
+    return {" ": "␣", "\n": "↵", "\t": "⇥", "\u3000": "□"}.get(tok, tok)
+
+
+def plot_token_bars(ax, dists: dict, vocab: Vocab, n: int = 20, tokens=None, title: str | None = None,
+                    colors=None):
+    """Grouped bars of next-token distributions over the `n` most likely tokens of the first one.
+
+    `dists` maps a label to a probability vector (vocab_size,). Returns the token ids shown.
+    Call `plots.setup()` before creating `ax`, so that Chinese tick labels get the CJK font.
+    """
+    import numpy as np
+
+    items = [(label, torch.as_tensor(p, dtype=torch.float32).flatten()) for label, p in dists.items()]
+    if not items:
+        raise ValueError("give at least one distribution to plot")
+    if tokens is None:
+        tokens = items[0][1].topk(min(n, items[0][1].numel())).indices.tolist()
+    if colors is None:
+        colors = PALETTE[1:] if len(items) == 1 else PALETTE
+    x = np.arange(len(tokens))
+    width = 0.8 / len(items)
+    for j, (label, p) in enumerate(items):
+        ax.bar(x + (j - (len(items) - 1) / 2) * width, p[tokens].numpy(), width,
+               label=label, color=colors[j % len(colors)])
+    ax.set_xticks(x, [token_label(vocab, i) for i in tokens])
+    ax.set_xlabel("next token (most likely first)")
+    ax.set_ylabel("probability")
+    if title:
+        ax.set_title(title)
+    if len(items) > 1:
+        ax.legend(fontsize="small")
+    return tokens
+
+
+def figure_png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _ids_html(vocab: Vocab, ids) -> str:
+    text = "".join("↵" if int(i) == SEP else ("" if int(i) < len(SPECIALS) else vocab.idx2token[int(i)])
+                   for i in ids)
+    return html.escape(text)
+
+
+# ---------------------------------------------------------------------------- sampling demo
+
+
+class SamplingDemo:
+    """Sliders for temperature, top-k, top-p, length and seed; live text and next-token chart.
+
+    `top_k = 0` and `top_p = 1` switch those filters off; temperature 0 is greedy decoding.
+    Display it in a notebook (`demo` as the last line of a cell); drive it from Python by
+    setting e.g. `demo.temperature.value = 1.2` (then `demo.text.value` holds the new sample).
+    """
+
+    def __init__(self, model, vocab: Vocab, prompt: str = "中国", temperature: float = 0.8,
+                 top_k: int = 0, top_p: float = 1.0, length: int = 40, seed: int = 0, n_bars: int = 20):
+        import ipywidgets as W
+
+        self.model, self.vocab, self.n_bars = model, vocab, n_bars
+        slider = dict(continuous_update=False, style={"description_width": "90px"},
+                      layout=W.Layout(width="420px"))
+        self.prompt = W.Text(value=prompt, description="prompt", continuous_update=False,
+                             style={"description_width": "90px"}, layout=W.Layout(width="420px"))
+        self.temperature = W.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.05,
+                                         description="temperature", **slider)
+        self.top_k = W.IntSlider(value=top_k, min=0, max=100, description="top-k (0 off)", **slider)
+        self.top_p = W.FloatSlider(value=top_p, min=0.05, max=1.0, step=0.01,
+                                   description="top-p (1 off)", **slider)
+        self.length = W.IntSlider(value=length, min=1, max=200, description="length", **slider)
+        self.seed = W.IntSlider(value=seed, min=0, max=99, description="seed", **slider)
+        self.text = W.HTML()
+        self.chart = W.Image(format="png")
+        self.status = W.HTML()
+        self.controls = [self.prompt, self.temperature, self.top_k, self.top_p, self.length, self.seed]
+        self.ui = W.VBox([W.HBox([W.VBox(self.controls), self.chart]), self.status, self.text])
+        self.renders, self._chart_key = 0, None
+        for control in self.controls:
+            control.observe(self._on_change, names="value")
+        self.render()
+
+    def settings(self) -> dict:
+        """The sampler settings the controls describe, as `generate` takes them."""
+        return dict(temperature=float(self.temperature.value),
+                    top_k=int(self.top_k.value) or None,
+                    top_p=None if self.top_p.value >= 1 else float(self.top_p.value))
+
+    def _on_change(self, change) -> None:
+        self.render()
+
+    @torch.no_grad()
+    def render(self) -> None:
+        """Recompute the next-token chart and the sample; errors show as a message."""
+        import matplotlib.figure
+
+        try:
+            ids = encode_prompt(self.vocab, self.prompt.value)
+        except ValueError as err:
+            self.status.value = f"<span style='color:#c00'>{html.escape(str(err))}</span>"
+            return
+        settings = self.settings()
+        device = next(self.model.parameters()).device
+        block = self.model.config.block_size
+        idx = torch.tensor([ids[-block:]], dtype=torch.long, device=device)
+        was_training = self.model.training
+        self.model.eval()
+        logits = self.model(idx)[0][0, -1].float().cpu()
+        self.model.train(was_training)
+        model_probs = logits.softmax(-1)
+        probs = next_token_probs(logits, **settings)
+        out = generate(self.model, idx, int(self.length.value), seed=int(self.seed.value), **settings)
+        new = out[0, idx.size(1):].tolist()
+
+        chart_key = (tuple(idx[0].tolist()), tuple(settings.items()))
+        if chart_key != self._chart_key:  # the seed and the length do not change the chart
+            plots.setup()  # before the axes exist: tick labels take the font of their creation
+            fig = matplotlib.figure.Figure(figsize=(6.4, 2.8))
+            ax = fig.subplots()
+            kept = int((probs > 0).sum())
+            plot_token_bars(ax, {"model (T=1)": model_probs, "sampled from": probs}, self.vocab,
+                            n=self.n_bars,
+                            title=f"next token after the prompt: {kept} tokens can be drawn")
+            self.chart.value = figure_png(fig)
+            self._chart_key = chart_key
+        self.text.value = (f"<div style='font-size:1.1em;line-height:1.6'><b>{html.escape(self.prompt.value)}"
+                           f"</b>{_ids_html(self.vocab, new)}</div>")
+        s = settings
+        self.status.value = (f"<small>temperature={s['temperature']:g}, top_k={s['top_k']}, "
+                             f"top_p={s['top_p']}, {len(new)} new tokens, seed={self.seed.value}"
+                             f"{' (greedy: the seed does not matter)' if s['temperature'] == 0 else ''}"
+                             f"</small>")
+        self.renders += 1
+
+    def static_html(self) -> str:
+        """The current state as plain HTML (settings, sample, chart) for readers without a kernel."""
+        img = base64.b64encode(self.chart.value).decode()
+        return (f"{self.status.value}{self.text.value}"
+                f"<img src='data:image/png;base64,{img}' style='max-width:640px'/>")
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.ui._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = ("[sampling demo: the sliders need a live Jupyter kernel; "
+                                "see the static rendering below]")
+        return bundle
+
+
+# ---------------------------------------------------------------------------- chat
+
+
+class ChatWidget:
+    """A chat box over a `course_utils.chat.Conversation`: type, press Enter (or 发送), read.
+
+    Drive it from Python with `chat.send("你好")`; `chat.transcript.value` holds the HTML.
+    """
+
+    def __init__(self, model, vocab: Vocab, **settings):
+        import ipywidgets as W
+
+        self.conversation = Conversation(model, vocab, **settings)
+        self.entry = W.Text(placeholder="说点什么，按回车发送", continuous_update=False,
+                            layout=W.Layout(width="420px"))
+        self.send_button = W.Button(description="发送", button_style="primary")
+        self.reset_button = W.Button(description="清空")
+        self.transcript = W.HTML()
+        self.status = W.HTML()
+        self.ui = W.VBox([self.transcript, W.HBox([self.entry, self.send_button, self.reset_button]),
+                          self.status])
+        self.entry.observe(lambda change: self.send(change["new"]), names="value")
+        self.send_button.on_click(lambda _: self.send())
+        self.reset_button.on_click(lambda _: self.reset())
+        self._render()
+
+    def send(self, message: str | None = None) -> str | None:
+        """Send `message` (default: the entry box); returns the reply, or None if nothing was sent."""
+        message = self.entry.value if message is None else message
+        if not message or not message.strip():
+            return None
+        try:
+            reply = self.conversation.say(message)
+        except ValueError as err:
+            self.status.value = f"<span style='color:#c00'>{html.escape(str(err))}</span>"
+            return None
+        self.status.value = ""
+        if self.entry.value:
+            self.entry.value = ""  # fires the observer with "", which sends nothing
+        self._render()
+        return reply
+
+    def reset(self) -> None:
+        self.conversation.reset()
+        self.status.value = ""
+        self._render()
+
+    def _render(self) -> None:
+        rows = []
+        for turn in self.conversation.turns:
+            who, color = ("你", "#1f77b4") if turn.speaker == "user" else ("机", "#2ca02c")
+            text = html.escape(turn.text) or "<i>（无回复）</i>"
+            rows.append(f"<div><b style='color:{color}'>{who}：</b>{text}</div>")
+        self.transcript.value = "".join(rows) or "<i>（还没有对话）</i>"
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.ui._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = "[chat widget: needs a live Jupyter kernel]"
+        return bundle

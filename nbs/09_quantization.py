@@ -1,0 +1,544 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 09 · Quantization: the same model in 8-bit integers
+#
+# Every weight of our GPT is a 32-bit float. Most of those bits are noise as far as the
+# model's predictions are concerned: storing each weight as an 8-bit integer plus one shared
+# scale factor shrinks the file by about four times, and on CPUs with integer matrix
+# instructions it can make inference faster. This is *quantization* (量化), and it is how
+# large models are made to fit on laptops and phones. We build int8 quantization from
+# scratch (symmetric and asymmetric, per tensor and per channel), swap it into the
+# pretrained model, compare it with PyTorch's built-in dynamic quantization, and measure the
+# only three numbers that matter: size on disk, time per generated token, and validation loss.
+#
+# **Learning goals**
+#
+# - know the number formats (fp32, fp16, bf16, int8) and what each costs in range and precision;
+# - quantize a tensor to int8 and back, symmetrically and with a zero point, and bound the error;
+# - see why one scale *per output channel* beats one per tensor, and which axis that is;
+# - swap a model's Linear layers for an int8 version without breaking the tied embedding;
+# - measure size, speed and loss of fp32, our int8 and PyTorch's dynamic int8 in one run.
+
+# %%
+from course_utils import config, plots
+
+plots.setup()                # CJK font for Chinese labels
+profile = config.get_profile()
+print(config.summary(profile))
+config.seed_everything(0)
+
+# %%
+import copy
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from IPython.display import display
+
+from course_utils import artifacts, quantize
+from course_utils.train import WindowBatches
+
+# Quantized kernels of torch.ao run on the CPU: this chapter keeps the model there.
+model, vocab, info = artifacts.pretrained_lm(profile, device="cpu")
+val_source = WindowBatches(artifacts.news_tokens("val"), profile.batch_size, profile.block_size, seed=1)
+print(f"{model.num_parameters():,} parameters, validation loss {info['val_loss']:.3f} nats/char")
+print(f"fp32 state_dict on disk: {quantize.state_dict_bytes(model) / 1e6:.2f} MB")
+
+# %% [markdown]
+# ## 1. Number formats
+#
+# A float stores a sign, an exponent (the range) and a mantissa (the precision). fp16 keeps
+# 10 mantissa bits but only 5 exponent bits, so it overflows above 65,504; bf16 keeps fp32's
+# 8 exponent bits (the same range) with only 7 mantissa bits. int8 has no exponent at all: 256
+# evenly spaced values, so we must choose the spacing, the *scale*, ourselves.
+
+# %%
+rows = []
+for name, dtype in [("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16)]:
+    fi = torch.finfo(dtype)
+    rows.append({"format": name, "bits": fi.bits, "largest": fi.max, "smallest normal": fi.tiny,
+                 "eps (precision)": fi.eps})
+ii = torch.iinfo(torch.int8)
+rows.append({"format": "int8", "bits": ii.bits, "largest": ii.max, "smallest normal": 1,
+             "eps (precision)": 1})
+pd.DataFrame(rows).set_index("format")
+
+# %% [markdown]
+# Casting the model's weights to fp16 or bf16 and back shows the precision each keeps:
+
+# %%
+weights = torch.cat([p.detach().flatten() for p in model.parameters()])
+for name, dtype in [("fp16", torch.float16), ("bf16", torch.bfloat16)]:
+    rel = ((weights.to(dtype).float() - weights).abs() / weights.abs().clamp_min(1e-12)).median()
+    print(f"{name}: median relative error of a weight {float(rel):.1e}")
+
+# %% [markdown]
+# ## 2. Symmetric int8, per tensor
+#
+# Pick the scale so that the largest weight maps to 127:
+#
+# $$s = \frac{\max_i |w_i|}{127}, \qquad q_i = \mathrm{round}(w_i / s) \in \{-127, \dots, 127\},
+# \qquad \hat w_i = s\, q_i .$$
+#
+# Rounding moves each weight by at most half a step, so $|w_i - \hat w_i| \le s/2$. We try it
+# on the first MLP layer's weight matrix.
+
+# %%
+W = model.blocks[0].mlp.fc.weight.detach()
+scale = W.abs().max() / 127
+q = torch.round(W / scale).clamp(-127, 127).to(torch.int8)
+W_hat = q.float() * scale
+err = W - W_hat
+print(f"W {tuple(W.shape)} {W.dtype} -> q {q.dtype}; scale {float(scale):.2e}")
+print(f"largest error {float(err.abs().max()):.2e} <= scale / 2 = {float(scale / 2):.2e}")
+assert err.abs().max() <= scale / 2 * (1 + 1e-5)
+
+q_ref, scale_ref = quantize.quantize_symmetric(W)
+assert torch.equal(q, q_ref) and torch.allclose(scale, scale_ref.squeeze())
+print("same codes and scale as course_utils.quantize.quantize_symmetric ✓")
+
+# %%
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3))
+ax1.hist(W.flatten().numpy(), bins=200)
+ax1.set_yscale("log")
+ax1.set_xlabel("weight value")
+ax1.set_ylabel("count (log)")
+ax1.set_title(f"blocks[0].mlp.fc weights: the int8 grid step is {float(scale):.1e}")
+ax2.hist(err.flatten().numpy() / float(scale), bins=60)
+ax2.set_xlabel("error / scale")
+ax2.set_ylabel("count")
+ax2.set_title("Round-trip error: uniform within ±½ step")
+plt.tight_layout()
+plt.show()
+half = int(q.abs().float().median())
+print(f"codes used: {int(q.unique().numel())} of 255; half of the weights have |q| <= {half}, "
+      f"i.e. they share {2 * half + 1} levels")
+
+# %% [markdown]
+# Most weights sit near zero while the scale is set by the few largest: a handful of
+# *outliers* decide the grid step for everyone, and the typical weight is represented by
+# only a few dozen levels. Two remedies follow: a zero point for lopsided ranges, and one scale
+# per channel.
+#
+# ## 3. Asymmetric int8: a zero point
+#
+# When values are one-sided (activations after a GELU are almost all $\ge -0.17$), half of a
+# symmetric grid is wasted. Asymmetric (affine) quantization maps $[\min, \max]$ onto the
+# codes $0..255$:
+#
+# $$s = \frac{\max - \min}{255}, \quad z = \mathrm{round}(-\min / s), \quad
+# q = \mathrm{clamp}(\mathrm{round}(w/s) + z,\ 0,\ 255), \quad \hat w = s\,(q - z).$$
+#
+# (The range is widened to include 0 so that 0 is represented exactly.) We compare both
+# schemes on a weight matrix and on real GELU activations of the first block.
+
+# %%
+def asymmetric_roundtrip(x):
+    lo, hi = x.min().clamp(max=0), x.max().clamp(min=0)     # the range, widened to include 0
+    s = (hi - lo) / 255
+    z = torch.round(-lo / s)
+    q = (torch.round(x / s) + z).clamp(0, 255).to(torch.uint8)
+    return (q.float() - z) * s
+
+
+x, _ = val_source.get(0)
+acts = {}
+hook = model.blocks[0].mlp.fc.register_forward_hook(lambda m, i, out: acts.update(fc=out))
+with torch.no_grad():
+    model(x)
+hook.remove()
+gelu_out = F.gelu(acts["fc"]).flatten()
+assert torch.allclose(asymmetric_roundtrip(gelu_out), quantize.roundtrip(gelu_out, "asymmetric"),
+                      atol=1e-6)
+
+rows = {}
+for name, t in [("MLP weight (symmetric around 0)", W.flatten()),
+                ("GELU activations (one-sided)", gelu_out)]:
+    rows[name] = {"min": float(t.min()), "max": float(t.max()),
+                  "RMS error, symmetric": float((t - quantize.roundtrip(t, "symmetric")).pow(2).mean().sqrt()),
+                  "RMS error, asymmetric": float((t - quantize.roundtrip(t, "asymmetric")).pow(2).mean().sqrt())}
+pd.DataFrame(rows).T
+
+# %% [markdown]
+# On the one-sided activations the zero point roughly halves the error (all 256 codes cover
+# the range actually used); on the weights, symmetric around 0 already, it changes little.
+# That is why weights are usually quantized symmetrically and activations asymmetrically.
+#
+# ## 4. Per channel: one scale per output row
+#
+# A Linear layer computes $y_j = \sum_i W_{ji} x_i + b_j$. If each *output* row $j$ has its
+# own scale $s_j$, then $y_j = s_j \sum_i q_{ji} x_i + b_j$: the scale comes out of the sum,
+# so the integer matrix product stays one matrix product. Rows with small weights then get a
+# fine grid instead of the coarse one the largest row imposes. The embedding table (tied to
+# the output head) is the clearest case: the rows of frequent and rare characters differ a lot.
+
+# %%
+E = model.tok_emb.weight.detach()       # (vocab, d_model): also the lm_head's weight
+row_max = E.abs().amax(dim=1)
+err_tensor = (E - quantize.roundtrip(E, axis=None)).pow(2).mean(dim=1).sqrt()
+err_channel = (E - quantize.roundtrip(E, axis=0)).pow(2).mean(dim=1).sqrt()
+print(f"row ranges: max|w| from {float(row_max.min()):.3f} to {float(row_max.max()):.3f} "
+      f"({float(row_max.max() / row_max.min()):.0f}x)")
+print(f"RMS error per tensor {float(err_tensor.pow(2).mean().sqrt()):.2e}, "
+      f"per channel {float(err_channel.pow(2).mean().sqrt()):.2e}; per channel is better on "
+      f"{float((err_channel < err_tensor).float().mean()):.0%} of the rows")
+assert err_channel.pow(2).mean() < err_tensor.pow(2).mean()
+
+# %%
+order = row_max.argsort()
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.2))
+ax1.plot(row_max[order].numpy())
+ax1.set_xlabel("embedding row (sorted by range)")
+ax1.set_ylabel("max |w| of the row")
+ax1.set_title("Rows have very different ranges")
+ax2.plot(err_tensor[order].numpy(), label="one scale per tensor")
+ax2.plot(err_channel[order].numpy(), label="one scale per row (channel)")
+ax2.set_yscale("log")
+ax2.set_xlabel("embedding row (sorted by range)")
+ax2.set_ylabel("RMS round-trip error")
+ax2.set_title("Per-channel error follows each row's own range")
+ax2.legend()
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Per channel means per **output** channel: for `nn.Linear` the weight is `(out, in)`, so
+# the scale is taken over dim 1 (`axis=0` keeps one per row). Scales per *input* column would
+# not come out of the sum over $i$; they would have to be folded into the activations
+# instead. Here is the error along both axes for every Linear layer of the model:
+
+# %%
+rows = []
+for name, m in model.named_modules():
+    if isinstance(m, torch.nn.Linear) and name != "lm_head":
+        w = m.weight.detach()
+        rmse = {axis: float((w - quantize.roundtrip(w, axis=axis)).pow(2).mean().sqrt())
+                for axis in (None, 0, 1)}
+        rows.append({"layer": name, "shape": tuple(w.shape), "per tensor": rmse[None],
+                     "per output row (axis 0)": rmse[0], "per input column (axis 1)": rmse[1]})
+with pd.option_context("display.float_format", "{:.2e}".format):
+    display(pd.DataFrame(rows).set_index("layer"))
+better = sum(r["per output row (axis 0)"] < r["per tensor"] for r in rows)
+print(f"one scale per output row beats one per tensor in {better} of {len(rows)} layers")
+
+# %% [markdown]
+# Scales per input column can be about as accurate (the columns' ranges differ too), but they
+# cannot be pulled out of the sum: using them means rescaling every activation first. Per
+# output row is the choice that keeps the integer matrix product intact.
+#
+# ## 5. A weight-only int8 Linear, and swapping it in
+#
+# A weight-only int8 layer stores `q` (int8) and the per-row scales, and computes in float:
+# $y = (x\,q^\top) \odot s + b$. It saves memory and disk; speed needs integer kernels
+# (section 6). Here is the layer, small enough to read:
+
+# %%
+class Int8LinearInline(torch.nn.Module):
+    def __init__(self, linear):
+        super().__init__()
+        q, scale = quantize.quantize_symmetric(linear.weight, axis=0)     # one scale per row
+        self.register_buffer("q", q)
+        self.register_buffer("scale", scale.flatten())
+        self.bias = linear.bias
+
+    def forward(self, x):
+        y = F.linear(x, self.q.to(x.dtype)) * self.scale     # the scale comes out of the sum
+        return y if self.bias is None else y + self.bias
+
+
+layer = model.blocks[0].mlp.fc
+x_in = torch.randn(4, layer.in_features)
+with torch.no_grad():
+    ours, theirs, exact = Int8LinearInline(layer)(x_in), quantize.Int8Linear.from_linear(layer)(x_in), layer(x_in)
+assert torch.allclose(ours, theirs, atol=1e-5)
+print(f"inline == course_utils.quantize.Int8Linear ✓; relative error vs fp32 "
+      f"{float((ours - exact).norm() / exact.norm()):.2e}")
+
+# %% [markdown]
+# `quantize.quantize_model` copies the model and swaps every `nn.Linear`. One trap: the GPT's
+# output head **shares its weight with the token embedding** (weight tying, chapter 04). A
+# naive swap gives the head its own int8 copy and leaves the embedding in fp32, so the
+# matrix is stored twice and the two can drift apart. The tie-aware swap quantizes the
+# embedding once (per row, which is the head's per-output-channel axis) and lets the head
+# read the same int8 table.
+
+# %%
+int8_model = quantize.quantize_model(model, per_channel=True)
+naive_model = quantize.quantize_model(model, per_channel=True, tie_aware=False)
+print("before:", quantize.count_modules(model))
+print("after: ", quantize.count_modules(int8_model))
+print("head and embedding share the int8 table:",
+      int8_model.lm_head.weight_int8 is int8_model.tok_emb.weight_int8)
+for name, m in [("fp32", model), ("int8, naive swap", naive_model), ("int8, tie-aware", int8_model)]:
+    print(f"{name:17s} {quantize.state_dict_bytes(m) / 1e6:6.2f} MB on disk")
+
+# %%
+x_val, _ = val_source.get(1)
+agreement = pd.DataFrame({
+    "int8 per tensor": quantize.logits_agreement(model, quantize.quantize_model(model, per_channel=False), x_val),
+    "int8 per channel": quantize.logits_agreement(model, int8_model, x_val),
+}).T
+agreement
+
+# %% [markdown]
+# `top1_agree` is the share of positions where the quantized model predicts the same next
+# character as the fp32 one; `kl` is the mean KL divergence of its next-token distribution
+# from fp32's, in nats.
+#
+# ## 6. PyTorch's dynamic int8
+#
+# *Dynamic* quantization stores int8 weights ahead of time and quantizes the *activations*
+# on the fly, batch by batch, with a scale computed from their current range; the matrix
+# products then run on int8 kernels (fbgemm/oneDNN on x86, qnnpack on ARM). It is one call,
+# `torch.ao.quantization.quantize_dynamic`. In torch 2.13 the call still works but warns that
+# `torch.ao.quantization` is deprecated in favour of the separate
+# [torchao](https://github.com/pytorch/ao) package (`torchao.quantization.quantize_`), which
+# is not installed here. We show the warning once, then use it.
+
+# %%
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    dynamic_model = torch.ao.quantization.quantize_dynamic(
+        copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+for category, first_line in {(w.category.__name__, str(w.message).strip().splitlines()[0])
+                             for w in caught}:
+    print(f"{category}: {first_line}")
+print(dynamic_model.blocks[0].mlp.fc)
+print("the head is quantized separately from the embedding:", type(dynamic_model.lm_head).__name__,
+      "vs", type(dynamic_model.tok_emb).__name__)
+with torch.no_grad():
+    assert torch.equal(dynamic_model(x_val)[0], quantize.dynamic_int8(model)(x_val)[0])
+
+# %% [markdown]
+# ## 7. Size, speed and loss, measured in one run
+#
+# For each version of the model: the size of its `state_dict` saved to a file; the time per
+# generated token (greedy with the KV cache, batch 1: one token per call); the time of one
+# forward pass over a whole batch of windows (many tokens per call, as in evaluation or the
+# prefill of a long prompt); and the validation loss with `course_utils.train.evaluate` on the
+# same validation windows as chapter 05. Timings run on one CPU thread, as in chapter 08, in
+# five interleaved rounds (every model once per round), keeping each model's best round, so
+# that a busy moment of the machine does not favour one model over another.
+
+# %%
+prompt = torch.tensor([vocab.encode("中国人民")])
+candidates = {
+    "fp32": model,
+    "bf16 weights": copy.deepcopy(model).to(torch.bfloat16),
+    "int8 per tensor (ours)": quantize.quantize_model(model, per_channel=False),
+    "int8 per channel (ours)": int8_model,
+    "int8 dynamic (torch.ao)": quantize.dynamic_int8(model),
+}
+table = quantize.compare(candidates, val_source=val_source, eval_iters=profile.eval_iters,
+                         prompt=prompt, new_tokens=64, batch=x_val, rounds=5, threads=1,
+                         progress=True)
+table["Δ val loss"] = table["val_loss"] - table.loc["fp32", "val_loss"]
+table["size vs fp32"] = table["size_MB"] / table.loc["fp32", "size_MB"]
+print(f"ms_per_batch: one forward pass over {x_val.shape[0]} windows of {x_val.shape[1]} tokens; "
+      f"CPU vector instructions PyTorch uses here: {torch.backends.cpu.get_cpu_capability()}")
+table.round(4)
+
+# %%
+fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+names = list(table.index)
+for ax, col, label in zip(axes, ["size_MB", "ms_per_token", "ms_per_batch", "val_loss"],
+                          ["size on disk (MB)", "ms per generated token", "ms per batch forward",
+                           "validation loss (nats/char)"], strict=True):
+    ax.barh(names, table[col], color=[f"C{i}" for i in range(len(names))])
+    ax.set_xlabel(label)
+    ax.invert_yaxis()
+axes[3].set_xlim(table["val_loss"].min() - 0.02, table["val_loss"].max() + 0.01)
+for ax in axes[1:]:
+    ax.set_yticklabels([])
+fig.suptitle("The same model in five number formats (one run, this machine)")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# How to read it.
+#
+# - **Size.** int8 weights take a quarter of fp32's bytes; biases, LayerNorms and the
+#   position table stay in float. The dynamic version keeps the fp32 embedding *and* an int8
+#   copy of the tied head, so it saves much less than our tie-aware swap.
+# - **Loss.** Per-channel int8 stays closest to fp32. One scale per tensor costs more, and so
+#   does the dynamic version, which uses per-tensor weight scales and also rounds the
+#   activations.
+# - **Speed depends on how many tokens each call processes.** Our weight-only layers convert
+#   int8 to float at every call, so they are never faster than fp32: they save memory, not
+#   time. The dynamic version runs integer kernels, which pay off when a call multiplies big
+#   matrices (the batch forward column); in token-by-token generation each call handles one
+#   token, and quantizing the activations at every call can cost more than the int8 product
+#   saves. Compare the two timing columns on your machine: the ranking can flip between them.
+# - **bf16** halves the size at no visible cost in loss. Its speed depends on the CPU: recent
+#   x86 server CPUs have bf16 dot-product instructions (in the run shown, its batch forward
+#   was the fastest of all), while others emulate bf16 and run it slower than fp32.
+#
+# ## 8. Half precision and `torch.compile` on a GPU
+#
+# On a GPU the usual first step is not int8 but 16-bit floats: cast the weights to fp16 or
+# bf16 (halving memory and using tensor cores), then let `torch.compile` fuse the small
+# operations. This cell measures both when a CUDA GPU is present and is skipped on a CPU.
+
+# %%
+if torch.cuda.is_available():
+    import time
+
+    gpu_rows = {}
+    xb, yb = val_source.get(0)
+    xb, yb = xb.cuda(), yb.cuda()
+    for name, dtype in [("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16)]:
+        for compiled in (False, True):
+            m = copy.deepcopy(model).cuda().to(dtype).eval()
+            run = torch.compile(m) if compiled else m
+            try:
+                with torch.no_grad():
+                    for _ in range(3):                                # warm-up (and compilation)
+                        run(xb, yb)
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    for _ in range(20):
+                        _, loss = run(xb, yb)
+                    torch.cuda.synchronize()
+            except Exception as err:   # e.g. torch.compile without a working Triton/compiler
+                print(f"{name}{' + compile' if compiled else ''} failed: {type(err).__name__}: "
+                      f"{str(err).splitlines()[0][:200]}")
+                continue
+            gpu_rows[f"{name}{' + compile' if compiled else ''}"] = {
+                "ms per batch": (time.perf_counter() - t0) / 20 * 1000, "batch loss": float(loss)}
+    display(pd.DataFrame(gpu_rows).T.round(4))
+else:
+    print("No CUDA GPU here: the fp16/bf16 and torch.compile measurements are skipped. "
+          "(bf16 weights on the CPU are in the table above.)")
+
+# %% [markdown]
+# > **Pitfalls.**
+# > - *Tied weights.* The embedding and the output head are one matrix. A naive swap
+# >   quantizes the head into a second copy and leaves the fp32 embedding in place: the file
+# >   shrinks far less than expected, and after loading, the two copies no longer agree.
+# >   PyTorch's dynamic quantization does exactly this (its size above).
+# > - *Outliers set the scale.* One large weight stretches the grid for the whole tensor (or
+# >   row), and most weights then use only a few codes. Per-channel scales limit the damage
+# >   to one row; clipping the range, or keeping outlier channels in float, are the next steps.
+# > - *The per-channel axis.* For `nn.Linear` (`weight` of shape `(out, in)`) it is one scale
+# >   per **output** row, i.e. reduce over dim 1. One scale per input column does not factor
+# >   out of the matrix product.
+# > - *Symmetric grids waste half their codes on one-sided data* (activations after ReLU or
+# >   GELU): use a zero point there.
+# > - *Quantization is not free speed.* Weight-only int8 saves memory; only int8 kernels
+# >   (dynamic quantization on x86/ARM CPUs, or GPU kernels) make it faster, and at batch 1 on
+# >   a tiny model, overheads hide most of it. Measure, as above.
+# > - *`torch.ao.quantization` is deprecated* (it warns in torch 2.13 and will move to the
+# >   `torchao` package); the ideas above carry over unchanged.
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise has a stub that raises `NotImplementedError` and a checker from
+# `course_utils.exercises.ch09`. Replace the `raise` with your code and re-run the checker: it
+# prints ✓ when your answer is right and ✗ with a hint when it is not. A solution follows,
+# collapsed.
+#
+# **Exercise 09.1.** Write `quantize_per_tensor(w)` returning `(q, scale)`: `q` an int8
+# tensor of the shape of `w` with values in $-127..127$, `scale` one number, such that
+# `q * scale` is within `scale / 2` of `w`.
+
+# %%
+from course_utils.exercises import ch09
+
+
+def quantize_per_tensor(w):
+    raise NotImplementedError
+
+
+_ = ch09.check_quantize_per_tensor(quantize_per_tensor)
+
+
+# %% tags=["hide-cell"]
+def quantize_per_tensor(w):
+    scale = w.abs().max() / 127
+    q = torch.round(w / scale).clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+_ = ch09.check_quantize_per_tensor(quantize_per_tensor)
+
+
+# %% [markdown]
+# **Exercise 09.2.** Write `quantize_asymmetric(w)` returning `(q, scale, zero_point)` with
+# `q` a uint8 tensor (codes $0..255$) and `(q - zero_point) * scale` within `scale / 2` of
+# `w`. Widen the range to include 0.
+
+# %%
+def quantize_asymmetric(w):
+    raise NotImplementedError
+
+
+_ = ch09.check_quantize_asymmetric(quantize_asymmetric)
+
+
+# %% tags=["hide-cell"]
+def quantize_asymmetric(w):
+    lo, hi = min(float(w.min()), 0.0), max(float(w.max()), 0.0)
+    scale = (hi - lo) / 255
+    zero_point = round(-lo / scale)
+    q = (torch.round(w / scale) + zero_point).clamp(0, 255).to(torch.uint8)
+    return q, scale, zero_point
+
+
+_ = ch09.check_quantize_asymmetric(quantize_asymmetric)
+
+
+# %% [markdown]
+# **Exercise 09.3.** Write `quantize_per_channel(w)` for a Linear weight of shape
+# `(out, in)`: int8 codes and one scale per output row (shape `(out, 1)` or `(out,)`).
+
+# %%
+def quantize_per_channel(w):
+    raise NotImplementedError
+
+
+_ = ch09.check_quantize_per_channel(quantize_per_channel)
+
+
+# %% tags=["hide-cell"]
+def quantize_per_channel(w):
+    scale = w.abs().amax(dim=1, keepdim=True) / 127
+    q = torch.round(w / scale).clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+_ = ch09.check_quantize_per_channel(quantize_per_channel)
+
+# %% [markdown]
+# ## Summary
+#
+# - Symmetric int8 stores $q = \mathrm{round}(w/s)$ with $s = \max|w|/127$; the error is at
+#   most $s/2$. A zero point (asymmetric int8) serves one-sided data such as activations.
+# - One scale per output channel follows each row's own range and cuts the error, at no
+#   cost to the matrix product.
+# - `quantize.quantize_model` swaps every Linear for a weight-only `Int8Linear` and keeps the
+#   tied embedding and head as one int8 table; PyTorch's `quantize_dynamic` adds int8
+#   kernels (and activation quantization) but keeps the fp32 embedding beside the int8 head.
+# - The table above is the chapter's result: size on disk, time per token and validation
+#   loss, measured side by side; `bench/generation.py` repeats the comparison for the
+#   benchmark page.
+#
+# **Next**, chapters 10 and 11 fine-tune the pretrained model: as a sentiment classifier,
+# and as the chatbot that talks through the `generate` function of chapter 08.

@@ -1,0 +1,37 @@
+"""Smoke test of bench/generation.py under profile ci: it runs and prints its tables and ratios.
+
+No timing is asserted: the numbers depend on the machine, the script only reports them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "generation.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("bench_generation", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generation_bench_runs_and_prints_ratios(capsys):
+    bench = _load()
+    assert bench.main(["--profile", "ci", "--new-tokens", "8", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| KV cache |" in out and "| recompute |" in out
+    assert "ratio KV cache / recompute:" in out and "ratio dynamic int8 / fp32: generation" in out
+    assert "identical tokens: True" in out
+    assert "| int8 dynamic (torch.ao) |" in out and "torch threads:" in out
+
+
+def test_generation_bench_rejects_bad_settings(capsys):
+    bench = _load()
+    with pytest.raises(SystemExit):
+        bench.main(["--profile", "ci", "--new-tokens", "0"])
+    assert "--new-tokens must be at least 1" in capsys.readouterr().err

@@ -1,0 +1,158 @@
+"""Int8 quantization: round-trip bounds, per-channel vs per-tensor, Int8Linear, swapped models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from course_utils import quantize
+from course_utils.model import GPT, GPTConfig
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def gpt() -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=60, block_size=16, d_model=32, n_heads=4, n_layers=2, d_ff=64,
+                         dropout=0.0)).eval()
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1])
+def test_symmetric_roundtrip_error_is_at_most_half_a_step(axis):
+    torch.manual_seed(0)
+    w = torch.randn(24, 40) * torch.logspace(-2, 1, 24)[:, None]
+    q, scale = quantize.quantize_symmetric(w, axis=axis)
+    assert q.dtype == torch.int8 and int(q.abs().max()) <= 127
+    expected_shape = {None: (1, 1), 0: (24, 1), 1: (1, 40)}[axis]
+    assert scale.shape == expected_shape
+    err = (w - quantize.dequantize(q, scale)).abs()
+    assert (err <= scale / 2 + 1e-6 * scale).all()
+    assert int(q.abs().max()) == 127  # the largest weight uses the end of the grid
+
+
+@pytest.mark.parametrize("axis", [None, 0])
+def test_asymmetric_roundtrip_error_is_at_most_half_a_step(axis):
+    torch.manual_seed(1)
+    w = torch.rand(16, 30) * 3 + 0.5  # one-sided, like activations after a ReLU
+    q, scale, zp = quantize.quantize_asymmetric(w, axis=axis)
+    assert q.dtype == torch.uint8
+    err = (w - quantize.dequantize(q, scale, zp)).abs()
+    assert (err <= scale / 2 + 1e-6 * scale).all()
+    zero = quantize.dequantize(zp.to(torch.uint8), scale, zp)
+    assert torch.equal(zero, torch.zeros_like(zero))  # zero is exactly representable
+
+
+def test_asymmetric_beats_symmetric_on_one_sided_data():
+    torch.manual_seed(2)
+    x = torch.relu(torch.randn(1000))  # half zeros, half positive
+    sym = (x - quantize.roundtrip(x, "symmetric")).pow(2).mean()
+    asym = (x - quantize.roundtrip(x, "asymmetric")).pow(2).mean()
+    assert asym < sym / 2
+
+
+def test_per_channel_beats_per_tensor_on_rows_with_different_ranges():
+    torch.manual_seed(3)
+    w = torch.randn(32, 64) * torch.logspace(-3, 0, 32)[:, None]  # row ranges span 1000x
+    per_tensor = (w - quantize.roundtrip(w, axis=None)).pow(2).mean(dim=1)
+    per_channel = (w - quantize.roundtrip(w, axis=0)).pow(2).mean(dim=1)
+    assert per_channel.mean() < per_tensor.mean() / 4
+    assert (per_channel <= per_tensor + 1e-12).all()
+
+
+def test_bad_scheme_raises():
+    with pytest.raises(ValueError, match="scheme"):
+        quantize.roundtrip(torch.ones(3), "int4")
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_int8_linear_is_close_to_linear(per_channel, bias):
+    torch.manual_seed(4)
+    linear = nn.Linear(48, 20, bias=bias)
+    q = quantize.Int8Linear.from_linear(linear, per_channel=per_channel)
+    x = torch.randn(3, 7, 48)
+    with torch.no_grad():
+        ref, out = linear(x), q(x)
+    assert out.shape == ref.shape
+    rel = (out - ref).norm() / ref.norm()
+    assert rel < 0.02
+    assert q.weight_int8.dtype == torch.int8
+    assert torch.allclose(q.dequantized_weight(), linear.weight, atol=float(q.scale.max()) / 2 + 1e-6)
+    # the shortcut y = (x q^T) * scale equals using the dequantized weight
+    expected = nn.functional.linear(x, q.dequantized_weight(), q.bias)
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_swapped_model_logits_are_close_to_fp32(gpt):
+    qmodel = quantize.quantize_model(gpt)
+    counts = quantize.count_modules(qmodel)
+    assert counts.get("Linear", 0) == 0
+    assert counts["Int8Linear"] == 2 * 4 + 1  # qkv, proj, fc, proj per block, and the head
+    assert counts["Int8Embedding"] == 1  # the tied token embedding
+    x = torch.randint(0, 60, (4, 16))
+    agree = quantize.logits_agreement(gpt, qmodel, x)
+    assert agree["top1_agree"] > 0.9 and agree["kl"] < 1e-2
+    assert isinstance(gpt.lm_head, nn.Linear)  # the original is untouched
+
+
+def test_tied_head_stays_tied_and_is_stored_once(gpt):
+    tied = quantize.quantize_model(gpt, tie_aware=True)
+    assert tied.lm_head.weight_int8 is tied.tok_emb.weight_int8
+    naive = quantize.quantize_model(gpt, tie_aware=False)
+    assert isinstance(naive.tok_emb, nn.Embedding)
+    fp32 = quantize.state_dict_bytes(gpt)
+    assert quantize.state_dict_bytes(tied) < quantize.state_dict_bytes(naive) < fp32
+    assert quantize.state_dict_bytes(tied) < 0.5 * fp32  # biases, LayerNorms, file overhead stay
+
+
+def test_quantized_model_generates(gpt):
+    from course_utils.sampling import generate
+
+    qmodel = quantize.quantize_model(gpt)
+    out = generate(qmodel, torch.tensor([[1, 2, 3]]), 20, temperature=0)
+    assert out.shape == (1, 23)
+
+
+def test_dynamic_quantization_runs(gpt):
+    qmodel = quantize.dynamic_int8(gpt)
+    dynamic_linear = torch.ao.nn.quantized.dynamic.Linear
+    assert sum(isinstance(m, dynamic_linear) for m in qmodel.modules()) == 2 * 4 + 1
+    assert not any(type(m) is nn.Linear for m in qmodel.modules())
+    x = torch.randint(0, 60, (2, 16))
+    agree = quantize.logits_agreement(gpt, qmodel, x)
+    assert agree["top1_agree"] > 0.8
+    assert quantize.state_dict_bytes(qmodel) < quantize.state_dict_bytes(gpt)
+
+
+def test_measure_reports_size_speed_and_loss(gpt):
+    from course_utils.train import WindowBatches
+
+    tokens = torch.randint(3, 60, (500,)).numpy().astype("uint16")
+    source = WindowBatches(tokens, 4, 16, seed=1)
+    row = quantize.measure(gpt, val_source=source, eval_iters=2, prompt=torch.tensor([[1, 2]]),
+                           new_tokens=4, batch=source.get(0)[0], repeats=1, threads=1)
+    assert set(row) == {"size_MB", "ms_per_token", "ms_per_batch", "val_loss"}
+    assert all(v > 0 for v in row.values())
+
+
+def test_compare_interleaves_and_tabulates(gpt):
+    from course_utils.train import WindowBatches
+
+    tokens = torch.randint(3, 60, (500,)).numpy().astype("uint16")
+    source = WindowBatches(tokens, 4, 16, seed=1)
+    models = {"fp32": gpt, "int8": quantize.quantize_model(gpt)}
+    table = quantize.compare(models, val_source=source, eval_iters=2, prompt=torch.tensor([[1, 2]]),
+                             new_tokens=4, batch=source.get(0)[0], rounds=2, threads=1)
+    assert list(table.index) == ["fp32", "int8"]
+    assert set(table.columns) == {"size_MB", "ms_per_token", "ms_per_batch", "val_loss"}
+    assert table.loc["int8", "size_MB"] < table.loc["fp32", "size_MB"]
+    with pytest.raises(ValueError, match="rounds"):
+        quantize.compare(models, rounds=0)
