@@ -280,11 +280,14 @@ print(reviews.groupby(long_review).label.agg(["count", "mean"])
 # | | 02 datasets | `(x, y)` batches, leakage-free splits | `datasets` |
 # | the model | 03 attention | causal self-attention (自注意力), multi-head | `attention` |
 # | | 04 the GPT | embeddings, blocks, the language-model head | `model` |
-# | training | pretraining | the training loop, learning-rate schedule, checkpoints; several GPUs (DDP) and mixed precision (AMP) | `train`, `ddp`, `amp` |
-# | using it | sampling | temperature, top-k, top-p, a KV cache | `sampling` |
-# | | quantization, serving | int8 weights; an aiohttp service | `quantize`, `serve` |
-# | Task 1 | dialogue fine-tuning | a chatbot on `<sep>`-joined turns | `finetune`, `chat` |
-# | Task 2 | sentiment fine-tuning | a classifier: freezing, LoRA, baselines | `finetune` |
+# | training | 05 training | the training loop, learning-rate schedule, checkpoints, the pretrained model | `train`, `artifacts` |
+# | | 06 DDP | data-parallel training launched with `torchrun` | `ddp` |
+# | | 07 AMP | mixed precision: bf16/fp16, autocast, loss scaling | `amp` |
+# | using it | 08 sampling | temperature, top-k, top-p, beam search, a KV cache, the slider demo | `sampling`, `widgets` |
+# | | 09 quantization | int8 weights, from scratch and with PyTorch | `quantize` |
+# | Task 2 | 10 sentiment fine-tuning | a classifier: freezing, LoRA, baselines | `finetune` |
+# | Task 1 | 11 dialogue fine-tuning | a chatbot on `<sep>`-joined turns | `finetune`, `chat` |
+# | shipping | 12 serving | an asynchronous aiohttp service | `serve` |
 #
 # Every chapter has the same shape: motivation and goals, the idea, code in small cells each
 # followed by a check, a comparison of the inline version with the `course_utils` one,
