@@ -12,7 +12,7 @@ TORCH_PIN ?= torch==2.13.0
 NBS     = $(sort $(wildcard nbs/[0-9]*.ipynb))
 BOOK_FLAGS = --config book/_config.yml --toc _toc.yml --path-output book
 
-.PHONY: env book test unit nbtest booktest lab execute sync bench e2e lint clean
+.PHONY: env book test unit nbtest booktest lab execute sync bench e2e e2e-deps lint clean
 
 env: $(VENV)/.installed
 
@@ -57,8 +57,25 @@ sync: env
 bench: env
 	$(PY) bench/run_all.py --profile $${COURSE_PROFILE:-cpu}
 
-e2e: env
-	$(PY) -m pytest -q e2e
+# End-to-end: headless Chromium (Debian's, driven by Playwright) runs chapter 08 in JupyterLab
+# and opens every page of the built site. One-time install: README.md, "End-to-end checks".
+E2E_CHROMIUM ?= /usr/bin/chromium
+SITE = book/_build/html/index.html
+
+e2e: env e2e-deps $(SITE)
+	E2E_REQUIRE=1 E2E_CHROMIUM=$(E2E_CHROMIUM) $(PY) -m pytest -q e2e
+
+e2e-deps:
+	@test -x "$(E2E_CHROMIUM)" && $(PY) -c "import playwright.sync_api" 2>/dev/null || { \
+	  echo "make e2e: needs Chromium at $(E2E_CHROMIUM) and the Python package playwright."; \
+	  echo "Install them once with:"; \
+	  echo "  sudo apt-get install -y chromium && $(PY) -m pip install -e '.[e2e]'"; \
+	  echo "(no 'playwright install': the tests drive the system Chromium)"; exit 1; }
+
+# The site, rebuilt only when it is missing or older than what it is built from.
+$(SITE): _toc.yml book/_config.yml $(wildcard book/*.md book/*.bib book/images/*) $(NBS)
+	$(MAKE) book
+	touch $@
 
 lint: env
 	$(BIN)/ruff check course_utils tests bench nbs/*.py
