@@ -1,0 +1,175 @@
+"""Training throughput of the course GPT: fused attention against the explicit softmax(QK^T)V.
+
+Both variants share one set of weights and the same batches; their timed blocks are
+interleaved (the order alternates every repeat) so a slow patch of the machine hits both,
+warm-up steps are excluded, and the median over repeats is reported with the ratio.
+Nothing is asserted about speed: the script prints what it measured.
+
+    python bench/train_throughput.py                 # the active profile ($COURSE_PROFILE)
+    python bench/train_throughput.py --profile ci --steps 2 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
+
+from course_utils import artifacts, config  # noqa: E402
+from course_utils.model import GPT, GPTConfig  # noqa: E402
+from course_utils.train import TrainConfig, WindowBatches, configure_optimizer  # noqa: E402
+
+DEFAULTS = {  # (timed steps per block, repeats, warm-up steps) for each profile
+    "ci": (3, 2, 1),
+    "cpu": (10, 5, 3),
+    "gpu": (50, 5, 10),
+}
+
+
+def machine_info(device: torch.device) -> dict:
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(terse=True),
+        "cpu count": os.cpu_count(),
+        "torch threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_steps(model, optimizer, source, first_step: int, n: int, device) -> int:
+    """`n` plain training steps (forward, loss, backward, clip, AdamW step); returns tokens seen."""
+    tokens = 0
+    for step in range(first_step, first_step + n):
+        x, y = source.get(step)
+        x, y = x.to(device), y.to(device)
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += y.numel()
+    return tokens
+
+
+def measure(profile, steps: int, repeats: int, warmup: int, device: torch.device,
+            batch_size: int | None = None) -> dict:
+    """Tokens/s of each variant in every repeat (interleaved), plus a same-math check."""
+    tokens = artifacts.news_tokens("train")
+    vocab_size = len(artifacts.news_vocab())
+    batch_size = batch_size or profile.batch_size
+    source = WindowBatches(tokens, batch_size, profile.block_size, seed=0)
+    config.seed_everything(0)
+    fused = GPT(GPTConfig(vocab_size=vocab_size, **profile.model_kwargs(), fused_attention=True))
+    naive = GPT(GPTConfig(vocab_size=vocab_size, **profile.model_kwargs(), fused_attention=False))
+    naive.load_state_dict(copy.deepcopy(fused.state_dict()))  # the very same weights
+    models = {"fused": fused.to(device).train(), "naive": naive.to(device).train()}
+
+    x, y = source.get(0)
+    with torch.no_grad():
+        fused.eval(), naive.eval()
+        same = float((fused(x.to(device))[0] - naive(x.to(device))[0]).abs().max())
+        fused.train(), naive.train()
+
+    cfg = TrainConfig(lr=profile.lr, progress=False)
+    optimizers = {name: configure_optimizer(m, cfg) for name, m in models.items()}
+    for name, m in models.items():  # warm-up: allocator, kernels, caches (not timed)
+        train_steps(m, optimizers[name], source, 0, warmup, device)
+
+    rates: dict[str, list[float]] = {name: [] for name in models}
+    step = warmup
+    for r in range(repeats):
+        order = list(models) if r % 2 == 0 else list(models)[::-1]
+        for name in order:
+            _sync(device)
+            t0 = time.perf_counter()
+            n_tokens = train_steps(models[name], optimizers[name], source, step, steps, device)
+            _sync(device)
+            rates[name].append(n_tokens / (time.perf_counter() - t0))
+        step += steps  # both variants see the same batches in each repeat
+    return {"rates": rates, "max_abs_logit_diff": same, "batch_size": batch_size,
+            "tokens_per_step": batch_size * profile.block_size,
+            "parameters": fused.num_parameters()}
+
+
+def markdown_table(result: dict) -> str:
+    rows = ["| attention | tokens/s (median) | min | max | ms/step (median) |",
+            "|---|---:|---:|---:|---:|"]
+    labels = {"fused": "fused `scaled_dot_product_attention`", "naive": "explicit softmax(QKᵀ)V"}
+    for name, values in result["rates"].items():
+        med = statistics.median(values)
+        rows.append(f"| {labels[name]} | {med:,.0f} | {min(values):,.0f} | {max(values):,.0f} | "
+                    f"{1000 * result['tokens_per_step'] / med:.1f} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python bench/train_throughput.py",
+        description="Training tokens/s of the course GPT with fused attention vs the explicit "
+                    "softmax(QK^T)V, measured side by side (interleaved repeats, median).")
+    parser.add_argument("--profile", choices=list(config.PROFILES),
+                        help="model size (default: $COURSE_PROFILE, else gpu with CUDA, else cpu)")
+    parser.add_argument("--steps", type=int, help="timed training steps per block")
+    parser.add_argument("--repeats", type=int, help="interleaved repeats (the median is reported)")
+    parser.add_argument("--warmup", type=int, help="untimed warm-up steps per variant")
+    parser.add_argument("--batch-size", type=int, help="override the profile's batch size")
+    parser.add_argument("--device", help="cpu, cuda, mps (default: the best one present)")
+    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: its own choice; "
+                        "1 is often faster on a machine shared with other jobs)")
+    args = parser.parse_args(argv)
+    try:
+        profile = config.get_profile(args.profile)
+    except ValueError as err:
+        parser.error(str(err))
+    steps, repeats, warmup = DEFAULTS[profile.name]
+    steps = args.steps if args.steps is not None else steps
+    repeats = args.repeats if args.repeats is not None else repeats
+    warmup = args.warmup if args.warmup is not None else warmup
+    for name, value, low in (("--steps", steps, 1), ("--repeats", repeats, 1), ("--warmup", warmup, 0)):
+        if value < low:
+            parser.error(f"{name} must be at least {low}, got {value}")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
+    device = config.get_device(args.device)
+
+    print("## Training throughput: fused vs explicit attention\n")
+    for key, value in machine_info(device).items():
+        print(f"- {key}: {value}")
+    result = measure(profile, steps, repeats, warmup, device, args.batch_size)
+    print(f"- profile: {profile.name} (d_model={profile.d_model}, n_layers={profile.n_layers}, "
+          f"n_heads={profile.n_heads}, block_size={profile.block_size}, "
+          f"batch={result['batch_size']}, {result['parameters']:,} parameters)")
+    print(f"- timing: {repeats} interleaved repeats x {steps} steps per variant, "
+          f"{warmup} warm-up step(s) per variant excluded, median reported")
+    print(f"- same math: max |logits fused - logits naive| = {result['max_abs_logit_diff']:.2e}\n")
+    print(markdown_table(result))
+    fused = statistics.median(result["rates"]["fused"])
+    naive = statistics.median(result["rates"]["naive"])
+    print(f"\nratio fused / naive: {fused / naive:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
