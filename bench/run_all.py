@@ -72,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {script.name} failed (exit {proc.returncode})", file=sys.stderr)
             return 1
         print(proc.stdout)
-        sections.append(f"## `bench/{script.name}`\n\n{proc.stdout.strip()}\n\n"
+        # the script's own headings go one level down, under this page's section for it
+        body = "\n".join("#" + line if line.startswith("#") else line
+                         for line in proc.stdout.strip().splitlines())
+        sections.append(f"## `bench/{script.name}`\n\n{body}\n\n"
                         f"*({took:.0f} s on this machine)*\n")
 
     page = (

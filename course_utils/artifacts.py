@@ -109,3 +109,117 @@ def pretrained_lm(profile=None, *, force: bool = False, precision: str = "fp32",
                            history=result.history, extra=info)
     atomic_save(ckpt, path)
     return result.model.eval(), vocab, dict(info, path=path, history=result.history)
+
+
+# ---------------------------------------------------------------- the dialogue model (chapter 11)
+
+DIALOGUE_SPLIT_SEED = 0
+DIALOGUE_VAL_FRACTION = 0.1
+
+
+def dialogue_splits(vocab: Vocab | None = None, path=None) -> tuple[list[list[str]], list[list[str]]]:
+    """Conversations split 90/10 by conversation (never by turn), turns fitted to the vocabulary.
+
+    Half-width characters the news vocabulary lacks become their full-width forms
+    (`data.to_fullwidth`), so `,` `?` `Python` are not read as `<unk>`.
+    """
+    vocab = vocab or news_vocab()
+    dialogues = [[data.to_fullwidth(t, vocab) for t in turns] for turns in data.load_dialogues(path)]
+    return split_documents(dialogues, DIALOGUE_VAL_FRACTION, seed=DIALOGUE_SPLIT_SEED)
+
+
+def dialogue_path(profile=None, dialogues=None) -> Path:
+    """The cache file of the dialogue model: one per profile, and per corpus file if given."""
+    import hashlib
+
+    from .config import get_profile
+
+    profile = profile or get_profile()
+    if dialogues is None:
+        return cache_dir() / f"dialogue_{profile.name}.pt"
+    digest = hashlib.sha256(Path(dialogues).read_bytes()).hexdigest()[:10]
+    return cache_dir() / f"dialogue_{profile.name}_{Path(dialogues).stem}_{digest}.pt"
+
+
+def dialogue_train_config(profile, progress: bool = True):
+    """The fine-tuning run of chapter 11: the profile's fine-tuning budget, frequent evaluations."""
+    from .train import TrainConfig
+
+    steps = profile.finetune_steps
+    return TrainConfig(max_steps=steps, lr=profile.finetune_lr, warmup_steps=max(1, steps // 20),
+                       eval_interval=max(2, steps // 12), eval_iters=4, log_interval=max(1, steps // 60),
+                       weight_decay=0.1, progress=progress)
+
+
+def dialogue_lm(profile=None, *, dialogues=None, force: bool = False, progress: bool = True,
+                device=None):
+    """The pretrained GPT fine-tuned on the dialogues with the response-only loss, cached.
+
+    `dialogues`: your own corpus file (see `data.load_dialogues`) instead of chatterbot's;
+    it gets its own cache file, named after its content.
+
+    Every reply is one example: its history (cropped from the left) and the reply, with
+    the loss on the reply and its closing `<sep>` only. Training runs `profile.finetune_steps`
+    steps and keeps the weights of the evaluation with the lowest validation loss (the
+    corpus is tiny, so later steps mostly memorise it). Returns `(model, vocab, info)`;
+    `info` has the path, the best step, the validation losses before and after, and the
+    training history.
+    """
+    import tempfile
+
+    from .config import get_device, get_profile, seed_everything
+    from .datasets import DialogueExamples
+    from .train import (
+        CheckpointError,
+        DatasetBatches,
+        atomic_save,
+        evaluate,
+        load_checkpoint,
+        make_checkpoint,
+        model_from_checkpoint,
+        train,
+    )
+
+    profile = profile or get_profile()
+    device = torch.device(device) if device else get_device()
+    if dialogues is not None and not Path(dialogues).is_file():
+        raise FileNotFoundError(f"dialogue file {dialogues} does not exist")
+    path = dialogue_path(profile, dialogues)
+    vocab = news_vocab()
+    if path.is_file() and not force:
+        try:
+            model, _, ckpt = model_from_checkpoint(path, map_location=device, vocab=vocab)
+            return model, vocab, dict(ckpt["extra"], path=path, history=ckpt["history"])
+        except CheckpointError as err:
+            raise ArtifactError(f"the cached dialogue model does not fit: {err}. Delete {path} "
+                                f"(or pass force=True) to rebuild it") from None
+
+    model, vocab, pre_info = pretrained_lm(profile, progress=progress, device=device)
+    train_dialogues, val_dialogues = dialogue_splits(vocab, dialogues)
+    block = model.config.block_size
+    train_set = DialogueExamples(train_dialogues, vocab, block, response_only=True)
+    val_set = DialogueExamples(val_dialogues, vocab, block, response_only=True)
+    batch_size = min(profile.batch_size, len(train_set))
+    train_src = DatasetBatches(train_set, batch_size, seed=0)
+    val_src = DatasetBatches(val_set, len(val_set), shuffle=False)  # one batch: the whole val set
+    cfg = dialogue_train_config(profile, progress)
+    val_before = evaluate(model, val_src, 1, device)
+
+    seed_everything(0)
+    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".dialogue_run.") as run_dir:
+        cfg.checkpoint_dir, cfg.keep_last = run_dir, 1
+        result = train(model, train_src, cfg, val_source=val_src, vocab=vocab, device=device)
+        best = load_checkpoint(Path(run_dir) / "best.pt", map_location=device)
+        cfg.checkpoint_dir = None
+    model.load_state_dict(best["model"])
+    history = result.history
+    info = {"profile": profile.name, "steps": result.step, "best_step": best["step"],
+            "val_loss_before": val_before, "val_loss": result.best_val_loss,
+            "pretrained_path": str(pre_info["path"]), "train_conversations": len(train_dialogues),
+            "val_conversations": len(val_dialogues), "train_examples": len(train_set),
+            "val_examples": len(val_set), "normalize": "to_fullwidth",
+            "dialogues": "chatterbot-corpus" if dialogues is None else str(dialogues)}
+    ckpt = make_checkpoint(model, step=best["step"], vocab=vocab, train_config=cfg,
+                           history=history, extra=info)
+    atomic_save(ckpt, path)
+    return model.eval(), vocab, dict(info, path=path, history=history)

@@ -210,13 +210,48 @@ def classification_report(pred: Sequence[int], true: Sequence[int]) -> dict:
             "confusion": confusion_matrix(true, pred, labels=[0, 1])}
 
 
+# ---------------------------------------------------------------------------- features
+
+
+@torch.no_grad()
+def pooled_features(model: GPTClassifier, dataset, batch_size: int = 128, device=None,
+                    progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features (N, d_model), labels (N,)) of a dataset of (ids, label) pairs, in eval mode.
+
+    With a frozen backbone these never change, so a "head only" classifier can be trained
+    on them directly: one forward pass over the data instead of one per step.
+    """
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    starts = range(0, len(dataset), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, desc="features", unit="batch", dynamic_ncols=True)
+    feats, labels = [], []
+    for start in starts:
+        xs, ys = zip(*(dataset[i] for i in range(start, min(start + batch_size, len(dataset)))),
+                     strict=True)
+        feats.append(model.features(torch.stack(xs).to(device)).float().cpu())
+        labels.append(torch.stack(ys))
+    model.train(was_training)
+    return torch.cat(feats), torch.cat(labels)
+
+
 # ---------------------------------------------------------------------------- embeddings
 
 
 @torch.no_grad()
 def embed(model: GPT, vocab: Vocab, texts: Sequence[str], batch_size: int = 64,
-          max_len: int | None = None) -> torch.Tensor:
-    """Sentence embeddings: the masked mean of the final hidden states, L2-normalised."""
+          max_len: int | None = None, center: bool | torch.Tensor = False,
+          normalize: bool = True) -> torch.Tensor:
+    """Sentence embeddings: the masked mean of the final hidden states, L2-normalised.
+
+    GPT features share a large common direction (every text looks alike to it), so raw
+    cosines all sit near 1. `center=True` subtracts the mean embedding of `texts`, and a
+    tensor subtracts that mean (e.g. the mean over a training set, from `normalize=False`)
+    before normalising, which spreads the cosines out.
+    """
     max_len = max_len or model.config.block_size
     device = next(model.parameters()).device
     was_training = model.training
@@ -231,4 +266,11 @@ def embed(model: GPT, vocab: Vocab, texts: Sequence[str], batch_size: int = 64,
         batch = batch.to(device)
         out.append(pool(model.hidden_states(batch), batch, "mean").float().cpu())
     model.train(was_training)
-    return F.normalize(torch.cat(out), dim=-1)
+    emb = torch.cat(out)
+    if isinstance(center, torch.Tensor):
+        if center.shape != emb.shape[1:]:
+            raise ValueError(f"center must be a ({emb.size(1)},) mean embedding, got {tuple(center.shape)}")
+        emb = emb - center.to(emb)
+    elif center:
+        emb = emb - emb.mean(dim=0)
+    return F.normalize(emb, dim=-1) if normalize else emb

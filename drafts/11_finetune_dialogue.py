@@ -1,0 +1,539 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 11 · Fine-tuning for dialogue (对话微调)
+#
+# This is where Task 1, the running example of the book, comes together. Our GPT, pretrained
+# on a month of People's Daily, continues any text in the style of a 1998 newspaper. Asked
+# `你好`, it writes a news paragraph and never stops. To make it *answer*, we show it
+# conversations in one fixed format: the turns joined by a separator token, `<sep>`. After
+# fine-tuning, a prompt that ends with `<sep>` means "now reply", and a reply that ends with
+# `<sep>` means "done, your turn". We train only on what the model should say (the replies),
+# not on what the user says, and then talk to it: in a chat widget, in the terminal, and in
+# scripted conversations under the course's four sampling settings.
+#
+# **Learning goals**
+#
+# - encode a conversation as one token sequence with `<sep>` between turns;
+# - build training examples whose loss covers only the response tokens, and check the mask;
+# - fine-tune the pretrained model on conversations (split by conversation) and read the curves;
+# - compare samples before and after fine-tuning, and hold multi-turn conversations under
+#   greedy, temperature, top-k and top-p sampling;
+# - judge honestly what 467 tiny conversations can teach, and plug in a larger corpus.
+
+# %%
+from course_utils import config, plots
+
+plots.setup()                # CJK font for Chinese labels
+profile = config.get_profile()
+print(config.summary(profile))
+config.seed_everything(0)
+
+# %% [markdown]
+# ## 1. Conversations as one sequence
+#
+# The dialogues come from the `chatterbot-corpus` package: short Chinese conversations, most
+# of them one question and one answer.
+
+# %%
+from collections import Counter
+
+import pandas as pd
+
+from course_utils import artifacts, data
+
+dialogues = data.load_dialogues()
+n_turns = Counter(len(d) for d in dialogues)
+print(f"{len(dialogues)} conversations, {sum(map(len, dialogues))} turns, "
+      f"{sum(map(len, (t for d in dialogues for t in d))):,} characters")
+print("turns per conversation:", dict(sorted(n_turns.items())))
+for d in [dialogues[0], dialogues[100], next(d for d in dialogues if len(d) >= 5)]:
+    print(" | ".join(d)[:110])
+
+# %% [markdown]
+# As in chapter 10, the news vocabulary knows digits, Latin letters and punctuation only in
+# their full-width forms, so `data.to_fullwidth(text, vocab)` maps the half-width characters
+# it lacks (`,` `?` `Python`) before encoding. Then a conversation is its turns, each followed
+# by `<sep>` (id 2). The final `<sep>` matters: it is how the model learns to *stop*.
+
+# %%
+from course_utils.datasets import encode_dialogue
+from course_utils.vocab import PAD, SEP, UNK
+
+vocab = artifacts.news_vocab()
+
+
+def unk_rate(texts):
+    ids = [i for t in texts for i in vocab.encode(t)]
+    return sum(i == UNK for i in ids) / len(ids)
+
+
+turns = [t for d in dialogues for t in d]
+print(f"<unk> rate of the dialogue text: {unk_rate(turns):.2%} raw, "
+      f"{unk_rate([data.to_fullwidth(t, vocab) for t in turns]):.2%} after to_fullwidth")
+
+example = [data.to_fullwidth(t, vocab) for t in ["你好吗?", "很好,谢谢."]]
+ids = []
+for turn in example:                        # inline: each turn, then <sep>
+    ids += vocab.encode(turn) + [SEP]
+print(example, "->", ids)
+print("decoded:", vocab.decode(ids))
+assert ids == encode_dialogue(example, vocab)
+
+# %% [markdown]
+# We split **by conversation**, 90/10: all turns of a conversation are on the same side, so
+# the validation loss measures replies to conversations the model has never seen.
+
+# %%
+train_dialogues, val_dialogues = artifacts.dialogue_splits(vocab)
+print(f"train: {len(train_dialogues)} conversations, validation: {len(val_dialogues)}")
+assert not {tuple(d) for d in train_dialogues} & {tuple(d) for d in val_dialogues}
+
+# %% [markdown]
+# ## 2. The loss on the response only
+#
+# Each reply is one training example: the history before it (cropped from the left to fit the
+# context) followed by the reply and its `<sep>`. Inputs $x$ and targets $y$ are the sequence
+# and the sequence shifted by one, as in pretraining. But the user's words are not ours to
+# imitate: the targets inside the history are replaced by `<pad>`, which the loss ignores
+# (`ignore_index=<pad>`). With $R$ the positions whose target is a reply token,
+#
+# $$\mathcal{L} = -\frac{1}{|R|} \sum_{t \in R} \log p_\theta(y_t \mid x_{\le t}).$$
+#
+# The first learned target is the reply's first character, predicted from the `<sep>` that
+# closes the history. Building one example by hand:
+
+# %%
+import torch
+
+block_size = profile.block_size
+history = encode_dialogue(["今天天气怎么样", "很好"], vocab)
+reply = encode_dialogue(["我们去公园吧"], vocab)
+seq = (history + reply)[-(block_size + 1):]          # crop from the left
+n_hist = len(seq) - len(reply)
+x = torch.full((block_size,), PAD)
+y = torch.full((block_size,), PAD)
+x[: len(seq) - 1] = torch.tensor(seq[:-1])
+y[: len(seq) - 1] = torch.tensor(seq[1:])
+y[: n_hist - 1] = PAD                                # targets inside the history: not learned
+
+show = len(seq) - 1
+print("pos    ", " ".join(f"{i:>5}" for i in range(show)))
+print("x      ", " ".join(f"{vocab.decode([i]):>5}" for i in x[:show].tolist()))
+print("y      ", " ".join(f"{vocab.decode([i]) if i != PAD else '·':>5}" for i in y[:show].tolist()))
+print(f"{int((y != PAD).sum())} of {show} positions are learned: the reply and its <sep>")
+
+# %% [markdown]
+# `datasets.DialogueExamples(..., response_only=True)` builds every example this way; it
+# must agree with our inline version:
+
+# %%
+from course_utils.datasets import DialogueExamples
+
+one = DialogueExamples([["今天天气怎么样", "很好", "我们去公园吧"]], vocab, block_size)
+x2, y2 = one[1]  # the example of the third turn
+assert torch.equal(x2, x) and torch.equal(y2, y)
+
+train_set = DialogueExamples(train_dialogues, vocab, block_size, response_only=True)
+val_set = DialogueExamples(val_dialogues, vocab, block_size, response_only=True)
+xs, ys = map(torch.stack, zip(*(train_set[i] for i in range(len(train_set))), strict=True))
+learned = float((ys != PAD).sum() / (xs != PAD).sum())
+print(f"{len(train_set)} training examples, {len(val_set)} validation examples; "
+      f"{learned:.0%} of the real input tokens carry a target")
+
+# %% [markdown]
+# The mask of a few training examples: grey history (seen, not learned), blue reply (learned),
+# white padding.
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
+
+rows = [i for i in range(len(train_set)) if train_set.examples[i][1] > 2][:6] + list(range(6))
+kind = np.zeros((len(rows), block_size))
+for r, i in enumerate(rows):
+    xi, yi = train_set[i]
+    kind[r] = np.where(yi != PAD, 2, np.where(xi != PAD, 1, 0))
+fig, ax = plt.subplots(figsize=(9, 3.2))
+ax.imshow(kind, cmap=ListedColormap(["white", "lightgray", "tab:blue"]), aspect="auto",
+          vmin=0, vmax=2)
+ax.set(title="Which positions are learned (blue: reply, grey: history, white: padding)",
+       xlabel="position in the example", ylabel="example")
+ax.grid(False)
+plt.show()
+
+# %% [markdown]
+# ## 3. Before fine-tuning
+#
+# The pretrained news model, given a dialogue prompt that ends with `<sep>`: what does it say,
+# and how well does it predict the validation replies (the response-only loss)?
+
+# %%
+from course_utils import sampling, train
+
+pretrained, vocab, pre_info = artifacts.pretrained_lm(profile)
+val_batches = train.DatasetBatches(val_set, len(val_set), shuffle=False)  # one batch: all of it
+loss_before = train.evaluate(pretrained, val_batches, 1, next(pretrained.parameters()).device)
+print(f"pretrained model: val loss on the replies {loss_before:.3f} nats/char "
+      f"(on news: {pre_info['val_loss']:.3f})")
+
+PROMPTS = ["你好", "你是谁？", "什么是机器人", "你喜欢音乐吗？", "今天天气怎么样"]
+REPLY_TOKENS = min(40, block_size // 2)  # the longest reply we generate
+
+
+def reply(model, history, max_new_tokens=REPLY_TOKENS, **settings):
+    """The model's next turn after `history` (a list of turns), cut at the first <sep>."""
+    ids = encode_dialogue([data.to_fullwidth(t, vocab) for t in history], vocab)
+    ids = ids[-(block_size - min(max_new_tokens, block_size // 2)):]  # room for the reply
+    out = sampling.generate(model, torch.tensor([ids]), max_new_tokens, stop_tokens=[SEP], **settings)
+    new = out[0, len(ids):].tolist()
+    stopped = SEP in new
+    return vocab.decode(new[: new.index(SEP)] if stopped else new, skip_special=True), stopped
+
+
+before = {p: reply(pretrained, [p], temperature=0) for p in PROMPTS}
+for p, (text, stopped) in before.items():
+    print(f"{p:8s} -> {text}{'' if stopped else ' …(no <sep>)'}")
+
+# %% [markdown]
+# Newspaper prose, and rarely a `<sep>`: the model has no idea that a turn is supposed to end.
+#
+# ## 4. Fine-tuning
+#
+# The run is the book's training loop again, on the dialogue examples: batches of
+# `profile.batch_size` examples reshuffled every epoch, `profile.finetune_steps` steps at peak
+# learning rate `profile.finetune_lr`, and an evaluation on the whole validation set a dozen
+# times. The corpus is tiny, so the model will start to memorise it; we keep the weights of
+# the evaluation with the lowest validation loss (early stopping). `artifacts.dialogue_lm`
+# does all of that and caches the result for the chat command and the later chapters; we pass
+# `force=True` so that the run, and the curves below, happen here.
+
+# %%
+print(artifacts.dialogue_train_config(profile))
+print(f"{profile.finetune_steps * min(profile.batch_size, len(train_set)) / len(train_set):.1f} "
+      f"epochs over {len(train_set)} examples")
+
+# %%
+model, vocab, info = artifacts.dialogue_lm(profile, force=True)
+assert info["train_examples"] == len(train_set) and info["val_examples"] == len(val_set)
+assert abs(info["val_loss_before"] - loss_before) < 1e-4
+print(f"validation loss on the replies: {info['val_loss_before']:.3f} before, "
+      f"{info['val_loss']:.3f} after (best at step {info['best_step']} of {info['steps']})")
+
+# %%
+h = info["history"]
+fig, ax = plt.subplots(figsize=(8, 4))
+ax.plot(h["step"], h["loss"], color="tab:blue", alpha=0.35, label="training batch loss")
+ax.plot(h["eval_step"], h["train_loss"], "o-", color="tab:blue", label="training loss (evaluated)")
+ax.plot(h["eval_step"], h["val_loss"], "o-", color="tab:orange", label="validation loss")
+ax.axhline(info["val_loss_before"], color="gray", ls=":", label="validation loss before fine-tuning")
+ax.axvline(info["best_step"], color="tab:green", ls="--", label=f"kept: step {info['best_step']}")
+ax.set(title="Fine-tuning on dialogues (loss on reply tokens only)", xlabel="step",
+       ylabel="cross-entropy (nats per character)")
+ax.legend(fontsize="small")
+plt.show()
+
+# %% [markdown]
+# CURVES_DISCUSSION
+#
+# ## 5. Before and after, on the same prompts
+
+# %%
+training_replies = {t for d in train_dialogues for t in d[1:]}
+rows = []
+for p in PROMPTS:
+    after, stopped = reply(model, [p], temperature=0)
+    rows.append({"prompt": p, "pretrained (greedy)": before[p][0][:30],
+                 "fine-tuned (greedy)": after + ("" if stopped else " …"),
+                 "copy of a training reply": after in training_replies})
+pd.set_option("display.max_colwidth", 60)
+print(pd.DataFrame(rows).to_string(index=False))
+
+# %% [markdown]
+# And on the first turns of the *validation* conversations, which the model never saw, next to
+# the reply the corpus gives:
+
+# %%
+rows = []
+for d in val_dialogues[:12]:
+    after, stopped = reply(model, d[:1], temperature=0)
+    rows.append({"prompt (unseen)": d[0][:16], "corpus reply": d[1][:20],
+                 "fine-tuned (greedy)": after[:24] + ("" if stopped else " …"),
+                 "copied": after in training_replies})
+val_table = pd.DataFrame(rows)
+print(val_table.to_string(index=False))
+print(f"replies copied verbatim from the training set: {val_table.copied.mean():.0%}")
+
+# %% [markdown]
+# ## 6. Talking to it
+#
+# `course_utils.chat.Conversation` keeps the history of a chat in exactly the training
+# format, crops it from the left so that a reply still fits in the context, and generates
+# until `<sep>`. It also applies `to_fullwidth` to what you type.
+
+# %%
+from course_utils.chat import Conversation
+
+conv = Conversation(model, vocab, max_new_tokens=REPLY_TOKENS, temperature=0.8, top_p=0.95, seed=0)
+for message in ["你好", "你叫什么名字?", "你喜欢什么?"]:
+    print(f"你> {message}\n机> {conv.say(message)}")
+print(f"\nwhat the model reads ({len(conv.context_ids())} of at most {conv.context_budget} tokens):")
+print(conv.history_text())
+
+# %% [markdown]
+# The chat widget below wraps the same `Conversation`: type a message and press Enter.
+#
+# > **Reading the static site?** Widgets need a live Jupyter kernel, so the box below shows
+# > nothing on the website. Run this notebook in JupyterLab to chat, or use the terminal:
+# > `python -m course_utils.chat` (add `--profile cpu` or `--temperature 0` and so on;
+# > `--help` lists the options). The transcript printed under the widget comes from two
+# > messages sent from code.
+
+# %%
+from IPython.display import HTML, display
+
+from course_utils.widgets import ChatWidget
+
+chat_box = ChatWidget(model, vocab, max_new_tokens=REPLY_TOKENS, temperature=0.8, top_p=0.95, seed=1)
+display(chat_box)
+for message in ["你好", "你是机器人吗?"]:
+    chat_box.send(message)
+display(HTML(chat_box.transcript.value))
+
+# %% [markdown]
+# The terminal version reads one line per turn from standard input, so it can also be
+# scripted; here it reads two lines and stops at the end of the input:
+
+# %%
+import os
+import subprocess
+import sys
+
+out = subprocess.run([sys.executable, "-m", "course_utils.chat", "--profile", profile.name,
+                      "--temperature", "0", "--max-new-tokens", str(REPLY_TOKENS)], input="你好\n你是谁?\n", capture_output=True,
+                     text=True, encoding="utf-8", env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+                     timeout=600)
+print(out.stdout, f"(exit code {out.returncode})")
+assert out.returncode == 0
+
+# %% [markdown]
+# ## 7. Long conversations under four sampling settings
+#
+# The course compared four ways of choosing the next character (chapter 08): greedy decoding,
+# temperature 0.8, top-k with $k = 4$, and top-p (nucleus) with $p = 0.95$. Below, three
+# scripted users each say ten things; under each setting the model replies to every one of
+# them, with its own earlier replies in its history. Every reply is generated here, now.
+
+# %%
+SETTINGS = {"greedy": dict(temperature=0.0, top_k=None, top_p=None),
+            "temperature 0.8": dict(temperature=0.8, top_k=None, top_p=None),
+            "top-k 4": dict(temperature=1.0, top_k=4, top_p=None),
+            "top-p 0.95": dict(temperature=1.0, top_k=None, top_p=0.95)}
+SCRIPTS = {
+    "small talk": ["你好", "你好吗？", "你叫什么名字？", "你是机器人吗？", "你几岁了？",
+                   "你喜欢什么？", "你喜欢音乐吗？", "给我讲个笑话", "你会死吗？", "再见"],
+    "about itself": ["什么是人工智能", "你是什么语言编写的", "你能在什么电脑上运行", "你有身体吗",
+                     "你会感到伤心吗", "你有朋友吗", "你的爱好是什么", "你会说谎吗", "你聪明吗",
+                     "谢谢你"],
+    "the world": ["今天天气怎么样", "你知道北京吗", "中国的首都是哪里？", "你看新闻吗",
+                  "经济发展得怎么样", "你喜欢什么运动", "你知道篮球吗", "什么是细菌学",
+                  "你有多少钱", "晚安"],
+}
+
+transcripts = {}
+for title, script in SCRIPTS.items():
+    for name, settings in SETTINGS.items():
+        talk = Conversation(model, vocab, max_new_tokens=REPLY_TOKENS, seed=0, **settings)
+        transcripts[title, name] = [talk.say(message) for message in script]
+        assert len(talk) == 2 * len(script) >= 20  # ten user turns, ten replies
+
+
+def show(title):
+    table = pd.DataFrame({"user": SCRIPTS[title],
+                          **{name: [r[:18] for r in transcripts[title, name]] for name in SETTINGS}})
+    print(f"— {title} —")
+    print(table.to_string(index=False))
+
+
+show("small talk")
+
+# %%
+show("about itself")
+
+# %%
+show("the world")
+
+# %% [markdown]
+# A few numbers per setting, over all thirty replies: how long the replies are, how many are
+# empty, how many are verbatim copies of a training reply, and how many distinct replies each
+# conversation has (ten means no repetition).
+
+# %%
+rows = []
+for name in SETTINGS:
+    replies = [r for title in SCRIPTS for r in transcripts[title, name]]
+    rows.append({"setting": name, "mean length": np.mean([len(r) for r in replies]),
+                 "empty": sum(not r for r in replies),
+                 "copied from training": np.mean([r in training_replies for r in replies]),
+                 "distinct per conversation": np.mean([len(set(transcripts[t, name])) for t in SCRIPTS])})
+print(pd.DataFrame(rows).to_string(index=False, formatters={
+    "mean length": "{:.1f}".format, "copied from training": "{:.0%}".format,
+    "distinct per conversation": "{:.1f}".format}))
+
+# %% [markdown]
+# SAMPLING_DISCUSSION
+#
+# ## 8. An honest note, and a larger corpus
+#
+# 467 conversations, most of them a single question and answer, give a few hundred training
+# replies: a few thousand characters of "how to answer". A model of this size can learn the
+# *format* from that (reply briefly, end with `<sep>`) and memorise many answers, but it cannot
+# learn to follow a conversation: there is almost nothing multi-turn to learn from, and what
+# it knows about the world comes from one month of 1998 news. A useful chatbot needs orders of
+# magnitude more dialogue (and a larger model). The pipeline does not change: give
+# `data.load_dialogues` a UTF-8 file with one conversation per line, turns separated by a tab
+# or `<sep>`, and `artifacts.dialogue_lm(profile, dialogues=path)` fine-tunes on it (cached
+# separately, per file content). The format:
+
+# %%
+import tempfile
+from pathlib import Path
+
+corpus = Path(tempfile.mkdtemp()) / "my_dialogues.txt"
+corpus.write_text("你好\t你好呀，今天过得怎么样？\t还不错\n"
+                  "你喜欢看书吗<sep>喜欢，尤其是历史书<sep>为什么<sep>因为能看到过去\n",
+                  encoding="utf-8")
+mine = data.load_dialogues(corpus)
+print(mine)
+mine_set = DialogueExamples(mine, vocab, block_size)
+print(f"{len(mine)} conversations -> {len(mine_set)} training examples (one per reply)")
+
+# %% [markdown]
+# > **Pitfalls.**
+# > - *Learning the user's words.* Without the response mask the loss also trains the model
+# >   to produce the user's turns: it spends capacity imitating questions and may answer with
+# >   one. Check the mask (section 2): no target inside the history.
+# > - *Forgetting the closing `<sep>`.* If the reply is not followed by `<sep>` in training,
+# >   the model never learns to stop, and generation runs to `max_new_tokens`.
+# > - *Splitting by turn.* Turns of one conversation depend on each other; a split by turn
+# >   puts half a conversation in training and the other half in validation. Split by
+# >   conversation.
+# > - *Training longer is not better here.* With a few hundred examples the training loss keeps
+# >   falling while the validation loss turns up: keep the best evaluation, not the last.
+# > - *The same format at inference.* The chat must send exactly what training showed: turns
+# >   followed by `<sep>`, normalised with `to_fullwidth`, cropped from the left to leave room
+# >   for the reply. A missing `<sep>` after the user's turn makes the model *continue* the
+# >   user's sentence instead of answering it.
+# > - *Reading samples.* A fluent reply may be a memorised training answer: compare with the
+# >   corpus before crediting the model with understanding.
+
+# %% [markdown]
+# ## Exercises
+#
+# **Exercise 11.1.** Write `response_example(history_ids, reply_ids, block_size)` returning the
+# `(x, y)` tensors of one training example, exactly as `DialogueExamples(response_only=True)`
+# makes them (crop the history from the left; `<pad>` targets inside the history).
+
+# %%
+from course_utils.exercises import ch11
+
+
+def response_example(history_ids, reply_ids, block_size):
+    raise NotImplementedError
+
+
+_ = ch11.check_response_example(response_example)
+
+
+# %% tags=["hide-cell"]
+def response_example(history_ids, reply_ids, block_size):
+    reply_ids = reply_ids[:block_size]
+    keep = block_size + 1 - len(reply_ids)
+    history_ids = history_ids[-keep:]
+    seq = torch.tensor(history_ids + reply_ids)
+    x = torch.full((block_size,), PAD)
+    y = torch.full((block_size,), PAD)
+    x[: len(seq) - 1], y[: len(seq) - 1] = seq[:-1], seq[1:]
+    if len(history_ids) > 1:
+        y[: len(history_ids) - 1] = PAD
+    return x, y
+
+
+_ = ch11.check_response_example(response_example)
+
+
+# %% [markdown]
+# **Exercise 11.2.** Write `chat_context(turns, vocab, budget)`: the ids the model reads before
+# replying, every turn followed by `<sep>`, keeping the last `budget` ids (as
+# `Conversation.context_ids` does).
+
+# %%
+def chat_context(turns, vocab, budget):
+    raise NotImplementedError
+
+
+_ = ch11.check_chat_context(chat_context)
+
+
+# %% tags=["hide-cell"]
+def chat_context(turns, vocab, budget):
+    ids = []
+    for turn in turns:
+        ids += vocab.encode(turn) + [SEP]
+    return ids[-budget:]
+
+
+_ = ch11.check_chat_context(chat_context)
+
+
+# %% [markdown]
+# **Exercise 11.3.** Write `cut_reply(new_ids, vocab)`: the text of a generated reply, i.e.
+# the ids before the first `<sep>`, decoded without special tokens.
+
+# %%
+def cut_reply(new_ids, vocab):
+    raise NotImplementedError
+
+
+_ = ch11.check_cut_reply(cut_reply)
+
+
+# %% tags=["hide-cell"]
+def cut_reply(new_ids, vocab):
+    if SEP in new_ids:
+        new_ids = new_ids[: new_ids.index(SEP)]
+    return vocab.decode(new_ids, skip_special=True)
+
+
+_ = ch11.check_cut_reply(cut_reply)
+
+# %% [markdown]
+# **Exercise 11.4 (open).** Fine-tune with `response_only=False` (the loss on whole
+# conversations) and compare the validation loss *on replies* and the replies themselves.
+# Does the model start answering questions with questions?
+#
+# ## Summary
+#
+# - A conversation is one sequence: turns joined by `<sep>`, with a `<sep>` after the last.
+# - Training examples put the loss on the reply only: history targets are `<pad>`.
+# - `artifacts.dialogue_lm` fine-tunes the pretrained model on the dialogues, split by
+#   conversation, keeps the best validation checkpoint and caches it; `python -m
+#   course_utils.chat`, the chat widget and `Conversation` all talk to it.
+# - The model learns the format quickly; with 467 tiny conversations most of what it says is
+#   remembered, not understood. More dialogue data plugs in through `load_dialogues(path)`.
+#
+# The next chapters serve this model over HTTP and make it smaller and faster.
