@@ -7,30 +7,17 @@ import sys
 
 import pytest
 import torch
+from conftest import tiny_lm
 
 from course_utils import chat
-from course_utils.model import GPT, GPTConfig
-from course_utils.vocab import SEP, Vocab
+from course_utils.vocab import SEP
 
-TEXT = "今天天气很好。你好吗？我很好！人民日报记者报道，中国经济发展。"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and a busy CI machine does not oversubscribe)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def lm():
-    torch.manual_seed(0)
-    vocab = Vocab.build([TEXT])
-    model = GPT(GPTConfig(vocab_size=len(vocab), block_size=24, d_model=16, n_heads=2, n_layers=1,
-                          d_ff=32, dropout=0.0))
-    return model.eval(), vocab
+    return tiny_lm(block_size=24)
 
 
 def test_history_is_turns_joined_by_sep(lm):

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_gpt
 from torch import nn
 
 from course_utils import quantize
-from course_utils.model import GPT, GPTConfig
+from course_utils.model import GPT
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def gpt() -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=60, block_size=16, d_model=32, n_heads=4, n_layers=2, d_ff=64,
-                         dropout=0.0)).eval()
+    return tiny_gpt(vocab_size=60, block_size=16)
 
 
 @pytest.mark.parametrize("axis", [None, 0, 1])

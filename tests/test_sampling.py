@@ -6,32 +6,19 @@ import itertools
 
 import pytest
 import torch
+from conftest import tiny_gpt
 
 from course_utils import sampling
-from course_utils.model import GPT, GPTConfig
+from course_utils.model import GPT
 from course_utils.vocab import SEP, Vocab
 
 
 def tiny_model(block_size: int = 16, vocab_size: int = 40, seed: int = 0, dtype=torch.float64) -> GPT:
-    """A random GPT with weights scaled up so its next-token distributions are peaked
-    (untrained 0.02-std weights give near-uniform logits, where greedy ties are fragile)."""
-    torch.manual_seed(seed)
-    model = GPT(GPTConfig(vocab_size=vocab_size, block_size=block_size, d_model=32, n_heads=4,
-                          n_layers=2, d_ff=64, dropout=0.0))
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.mul_(20)
-    return model.to(dtype).eval()
+    """Peaked next-token distributions, in float64 so greedy ties cannot flip."""
+    return tiny_gpt(vocab_size, block_size, seed=seed, scale=20, dtype=dtype)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and a busy CI machine does not oversubscribe)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

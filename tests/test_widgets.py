@@ -3,37 +3,19 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 pytest.importorskip("ipywidgets")
 
+from conftest import tiny_lm  # noqa: E402
+
 from course_utils import widgets  # noqa: E402
-from course_utils.model import GPT, GPTConfig  # noqa: E402
-from course_utils.vocab import Vocab  # noqa: E402
 
-TEXT = "今天天气很好。你好吗？我很好！人民日报记者报道，中国经济发展。"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and a busy CI machine does not oversubscribe)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def lm():
-    torch.manual_seed(0)
-    vocab = Vocab.build([TEXT])
-    model = GPT(GPTConfig(vocab_size=len(vocab), block_size=16, d_model=16, n_heads=2, n_layers=1,
-                          d_ff=32, dropout=0.0))
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.mul_(30)  # peaked distributions: different settings give different samples
-    return model.eval(), vocab
+    return tiny_lm(block_size=16, scale=30)  # peaked: different settings give different samples
 
 
 def test_sampling_demo_renders_text_and_chart(lm):

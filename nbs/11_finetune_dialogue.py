@@ -49,6 +49,7 @@ config.seed_everything(0)
 # of them one question and one answer.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 from collections import Counter
 
 import pandas as pd
@@ -70,6 +71,7 @@ for d in [dialogues[0], dialogues[100], next(d for d in dialogues if len(d) >= 5
 # by `<sep>` (id 2). The final `<sep>` matters: it is how the model learns to *stop*.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 from course_utils.datasets import encode_dialogue
 from course_utils.vocab import PAD, SEP, UNK
 
@@ -98,6 +100,7 @@ assert ids == encode_dialogue(example, vocab)
 # the validation loss measures replies to conversations the model has never seen.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 train_dialogues, val_dialogues = artifacts.dialogue_splits(vocab)
 print(f"train: {len(train_dialogues)} conversations, validation: {len(val_dialogues)}")
 assert not {tuple(d) for d in train_dialogues} & {tuple(d) for d in val_dialogues}
@@ -117,6 +120,7 @@ assert not {tuple(d) for d in train_dialogues} & {tuple(d) for d in val_dialogue
 # closes the history. Building one example by hand:
 
 # %%
+# NBVAL_CHECK_OUTPUT
 import torch
 
 block_size = profile.block_size
@@ -155,15 +159,16 @@ print(f"{len(train_set)} training examples, {len(val_set)} validation examples; 
       f"{learned:.0%} of the real input tokens carry a target")
 
 # %% [markdown]
-# The mask of a few training examples: grey history (seen, not learned), blue reply (learned),
-# white padding.
+# The mask of a few training examples, the six with the longest histories and six ordinary
+# ones: grey history (seen, not learned), blue reply (learned), white padding.
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
 
-rows = [i for i in range(len(train_set)) if train_set.examples[i][1] > 2][:6] + list(range(6))
+longest = sorted(range(len(train_set)), key=lambda i: -train_set.examples[i][1])[:6]
+rows = longest + list(range(6))
 kind = np.zeros((len(rows), block_size))
 for r, i in enumerate(rows):
     xi, yi = train_set[i]
@@ -248,7 +253,12 @@ ax.legend(fontsize="small")
 plt.show()
 
 # %% [markdown]
-# CURVES_DISCUSSION
+# The validation loss falls at first, then climbs back while the training loss heads to
+# zero: after a few epochs the model has memorised the few hundred training replies, and
+# memorised answers to other questions are worse than none for unseen conversations (by the
+# end of this run the validation loss is back above where it started). Early stopping keeps
+# the weights of the best evaluation, marked in green. Most of what those first steps teach
+# is the *format*: short turns, the words of conversation (我, 你, 吗) and the closing `<sep>`.
 #
 # ## 5. Before and after, on the same prompts
 
@@ -395,7 +405,17 @@ print(pd.DataFrame(rows).to_string(index=False, formatters={
     "distinct per conversation": "{:.1f}".format}))
 
 # %% [markdown]
-# SAMPLING_DISCUSSION
+# What the transcripts of this run show:
+#
+# - **Greedy decoding loops.** Once a reply such as `你呢？` is in the history, the most likely
+#   next reply is often the same one again: the model conditions on its own recent turns, and
+#   greedy decoding has no randomness to break the loop (fewer distinct replies above).
+# - **Sampling varies more**, for better and worse. Top-k with $k=4$ only ever picks among the
+#   four most likely characters, so its replies stay short and common; top-p 0.95 at
+#   temperature 1 lets rare characters in and produces the strangest strings; temperature
+#   0.8 sits in between.
+# - **Few replies answer the question**, and few are copies of a training reply. The model
+#   has learned the *shape* of a reply, not how to answer one.
 #
 # ## 8. An honest note, and a larger corpus
 #
@@ -533,7 +553,8 @@ _ = ch11.check_cut_reply(cut_reply)
 # - `artifacts.dialogue_lm` fine-tunes the pretrained model on the dialogues, split by
 #   conversation, keeps the best validation checkpoint and caches it; `python -m
 #   course_utils.chat`, the chat widget and `Conversation` all talk to it.
-# - The model learns the format quickly; with 467 tiny conversations most of what it says is
-#   remembered, not understood. More dialogue data plugs in through `load_dialogues(path)`.
+# - The model learns the format quickly (short turns that end with `<sep>`); from 467 tiny
+#   conversations it does not learn to answer: few replies are on topic. More dialogue data plugs in through `load_dialogues(path)`.
 #
-# The next chapters serve this model over HTTP and make it smaller and faster.
+# Chapter 12 puts a generator behind an HTTP service for many users at once. It serves the
+# pretrained model; `serve.make_app(model, vocab)` takes this chatbot just as well.
