@@ -27,7 +27,7 @@ book: env
 	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
 	@echo "open book/_build/html/index.html"
 
-test: unit nbtest booktest
+test: lint unit nbtest booktest
 
 unit: env
 	COURSE_PROFILE=ci $(PY) -m pytest tests -q

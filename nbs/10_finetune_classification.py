@@ -1029,6 +1029,11 @@ _ = ch10.check_lora_merge(lora_merge)
 # the first (`text[-max_len:]`), retrain the head on new features, and compare accuracy on
 # the long reviews of section 9. Where does a reviewer put the verdict?
 #
+# **Exercise 10.6 (open).** Try to close the gap to TF-IDF with full fine-tuning: three times
+# more steps (pick the step by *validation* accuracy, with `on_eval`), twice the learning
+# rate, or `pooling="mean"`. Keep the test set for the one setting you choose, and report it
+# next to the baseline. What does the validation curve of the long run do after two epochs?
+#
 # ## Summary
 #
 # - We split 17.4 thousand unique reviews with no text on two sides, and measured two classic

@@ -281,7 +281,7 @@ async def load_test(concurrency: int, requests_per_client: int):
     latencies = []
 
     async def client(session, k):
-        for i in range(requests_per_client):
+        for _ in range(requests_per_client):
             body = {"context": "中国", "maxlength": 40, "samples": 1, "temperature": 0}
             t0 = time.perf_counter()
             async with session.post(BASE + "/generate", json=body) as resp:
