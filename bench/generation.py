@@ -15,16 +15,16 @@ Nothing is asserted about speed: the script prints what it measured.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
+
+from _common import machine_info, time_interleaved  # noqa: E402
 
 from course_utils import artifacts, config, quantize  # noqa: E402
 from course_utils.sampling import generate  # noqa: E402
@@ -32,25 +32,6 @@ from course_utils.train import WindowBatches, evaluate  # noqa: E402
 
 DEFAULT_REPEATS = {"ci": 2, "cpu": 5, "gpu": 5}
 PROMPT_TOKENS = 8
-
-
-def machine_info() -> dict:
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "platform": platform.platform(terse=True), "cpu count": os.cpu_count(),
-            "torch threads": torch.get_num_threads(), "device": "cpu"}
-
-
-def time_interleaved(runs: dict, repeats: int) -> dict[str, list[float]]:
-    """Seconds of each zero-argument callable in `runs`, `repeats` times, alternating the order."""
-    for fn in runs.values():  # warm-up, not timed
-        fn()
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
-    for r in range(repeats):
-        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
-            t0 = time.perf_counter()
-            runs[name]()
-            seconds[name].append(time.perf_counter() - t0)
-    return seconds
 
 
 def bench(profile, new_tokens: int, repeats: int) -> dict:

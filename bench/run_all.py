@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "book" / "benchmarks.md"))
     args = parser.parse_args(argv)
 
-    scripts = sorted(p for p in HERE.glob("*.py") if p.name != Path(__file__).name)
+    scripts = sorted(p for p in HERE.glob("*.py")
+                     if p.name != Path(__file__).name and not p.name.startswith("_"))
     env = {**os.environ, "COURSE_PROFILE": args.profile}
     sections = []
     for script in scripts:

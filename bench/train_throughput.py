@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
 import statistics
 import sys
 import time
@@ -23,6 +21,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
+
+from _common import machine_info, sync  # noqa: E402
 
 from course_utils import artifacts, config  # noqa: E402
 from course_utils.model import GPT, GPTConfig  # noqa: E402
@@ -33,25 +34,6 @@ DEFAULTS = {  # (timed steps per block, repeats, warm-up steps) for each profile
     "cpu": (10, 5, 3),
     "gpu": (50, 5, 10),
 }
-
-
-def machine_info(device: torch.device) -> dict:
-    info = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(terse=True),
-        "cpu count": os.cpu_count(),
-        "torch threads": torch.get_num_threads(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def train_steps(model, optimizer, source, first_step: int, n: int, device) -> int:
@@ -98,10 +80,10 @@ def measure(profile, steps: int, repeats: int, warmup: int, device: torch.device
     for r in range(repeats):
         order = list(models) if r % 2 == 0 else list(models)[::-1]
         for name in order:
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             n_tokens = train_steps(models[name], optimizers[name], source, step, steps, device)
-            _sync(device)
+            sync(device)
             rates[name].append(n_tokens / (time.perf_counter() - t0))
         step += steps  # both variants see the same batches in each repeat
     return {"rates": rates, "max_abs_logit_diff": same, "batch_size": batch_size,

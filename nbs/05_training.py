@@ -603,7 +603,7 @@ shutil.rmtree(ckpt_root)
 # the compilation costs more than our short runs gain). The attention itself already uses
 # PyTorch's fused `scaled_dot_product_attention`; `python bench/train_throughput.py`
 # measures what that gains over the explicit `softmax(QKᵀ)V` of chapter 03, in tokens per
-# second, on your machine.
+# second, on your machine (the [benchmarks appendix](../book/benchmarks.md) shows the book's run).
 #
 # **Threads.** On a CPU, PyTorch starts one thread per core by default. On a machine shared
 # with other busy programs this can be far *slower* than one thread, because the threads of

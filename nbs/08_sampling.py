@@ -451,7 +451,7 @@ plt.show()
 # with the context length (the `gpu` profile's 128, real LLMs' thousands); on a model this
 # small, fixed per-step costs (Python, kernel launches) also weigh on the cached path. Timings
 # on a shared machine jitter by some percent from run to run. `bench/generation.py` measures
-# the same ratio side by side for the book's benchmark page.
+# the same ratio side by side for the [benchmarks appendix](../book/benchmarks.md).
 #
 # ## 9. Try it: the sampling sliders
 #

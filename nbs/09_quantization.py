@@ -538,7 +538,7 @@ _ = ch09.check_quantize_per_channel(quantize_per_channel)
 #   kernels (and activation quantization) but keeps the fp32 embedding beside the int8 head.
 # - The table above is the chapter's result: size on disk, time per token and validation
 #   loss, measured side by side; `bench/generation.py` repeats the comparison for the
-#   benchmark page.
+#   [benchmarks appendix](../book/benchmarks.md).
 #
 # **Next**, chapters 10 and 11 fine-tune the pretrained model: as a sentiment classifier,
 # and as the chatbot that talks through the `generate` function of chapter 08.

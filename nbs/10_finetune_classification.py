@@ -637,8 +637,9 @@ plt.show()
 #   at default settings, and the bag of n-grams wins it.
 # - **Time.** The cached runs cost one frozen pass plus a little training. Full fine-tuning and
 #   LoRA in every block run the whole GPT forward and back at every step and dominate the
-#   chapter's run time; LoRA is no faster per step (its low-rank products even add a little).
-#   The baselines train in seconds.
+#   chapter's run time. LoRA is no faster per step: `bench/finetune.py` times every strategy
+#   side by side, without caching, for the [benchmarks appendix](../book/benchmarks.md); what
+#   LoRA cuts is the memory of gradients and optimizer state. The baselines train in seconds.
 #
 # ## 8. The padding mask, and what it changes
 #

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from course_utils import config
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
@@ -38,3 +40,26 @@ def test_train_throughput_rejects_bad_settings(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--profile", "ci", "--steps", "0"])
     assert "--steps must be at least 1" in capsys.readouterr().err
+
+
+def test_finetune_bench_runs_and_prints_every_strategy(capsys):
+    bench = _load("finetune")
+    assert bench.main(["--profile", "ci", "--steps", "1", "--repeats", "1", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    for name in ("all layers", "LoRA r=8, every block", "last block + head", "LoRA r=8, last block",
+                 "head only"):
+        assert f"| {name} |" in out
+    assert "ratio all layers / LoRA r=8, every block (time per step):" in out
+    # trainable counts agree with finetune's own closed forms (ci: one head of 2 classes)
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in out.splitlines()
+            if line.startswith("| ") and "variant" not in line}
+    d_model = config.get_profile("ci").d_model
+    assert int(rows["head only"].replace(",", "")) == 2 * d_model + 2
+    assert int(rows["all layers"].replace(",", "")) > int(rows["last block + head"].replace(",", ""))
+
+
+def test_finetune_bench_rejects_bad_settings(capsys):
+    bench = _load("finetune")
+    with pytest.raises(SystemExit):
+        bench.main(["--profile", "ci", "--rank", "0"])
+    assert "--rank must be at least 1" in capsys.readouterr().err
