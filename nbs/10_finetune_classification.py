@@ -55,6 +55,7 @@ config.seed_everything(0)
 # test set is looked at once, at the end.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 import numpy as np
 import pandas as pd
 
