@@ -1,7 +1,7 @@
 # Build a GPT, Notebook by Notebook.
 #   make book   build the static site into book/_build/html (creates .venv first if missing)
 #   make test   unit tests, every notebook under profile `ci` (nbval), and the book with -W
-# Other targets: env lab execute sync bench e2e lint clean
+# Other targets: env lab execute sync bench runtimes e2e lint clean
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,7 +12,7 @@ TORCH_PIN ?= torch==2.13.0
 NBS     = $(sort $(wildcard nbs/[0-9]*.ipynb))
 BOOK_FLAGS = --config book/_config.yml --toc _toc.yml --path-output book
 
-.PHONY: env book test unit nbtest booktest lab execute sync bench e2e e2e-deps lint clean
+.PHONY: env book test unit nbtest booktest lab execute sync bench runtimes e2e e2e-deps lint clean
 
 env: $(VENV)/.installed
 
@@ -57,6 +57,10 @@ sync: env
 bench: env
 	$(PY) bench/run_all.py --profile $${COURSE_PROFILE:-cpu}
 
+# Every chapter in order from an empty cache, timed (about an hour under cpu): book/runtimes.md
+runtimes: env
+	$(PY) tools/time_chapters.py --profile $${COURSE_PROFILE:-cpu}
+
 # End-to-end: headless Chromium (Debian's, driven by Playwright) runs chapter 08 in JupyterLab
 # and opens every page of the built site. One-time install: README.md, "End-to-end checks".
 E2E_CHROMIUM ?= /usr/bin/chromium
@@ -78,7 +82,7 @@ $(SITE): _toc.yml book/_config.yml $(wildcard book/*.md book/*.bib book/images/*
 	touch $@
 
 lint: env
-	$(BIN)/ruff check course_utils tests bench nbs/*.py
+	$(BIN)/ruff check course_utils tests bench tools nbs/*.py
 
 clean:
 	rm -rf book/_build .cache .pytest_cache

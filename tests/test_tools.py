@@ -1,0 +1,49 @@
+"""tools/time_chapters.py: runs notebooks from an empty cache and writes the runtimes page."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parent.parent / "tools" / "time_chapters.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("time_chapters", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _notebook(path: Path, title: str, code: str) -> Path:
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": [f"# {title}\n", "Some text."]},
+                    {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+                     "source": [code]}],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    path.write_text(json.dumps(nb), encoding="utf-8")
+    return path
+
+
+def test_times_each_notebook_and_writes_the_page(tmp_path):
+    tool = _load()
+    ok = _notebook(tmp_path / "01_ok.ipynb", "01 · Fine", "import os\nprint(os.environ['COURSE_CACHE'])")
+    bad = _notebook(tmp_path / "02_bad.ipynb", "02 · Broken", "raise ValueError('boom')")
+    out = tmp_path / "runtimes.md"
+    assert tool.main(["--profile", "ci", "--out", str(out), str(ok), str(bad)]) == 1  # one failed
+    page = out.read_text(encoding="utf-8")
+    assert "| 01 · Fine |" in page and "| ok |" in page
+    assert "| 02 · Broken |" in page and "failed" in page
+    assert "1 of 2 ran" in page and "| profile | ci |" in page
+    assert not list(tmp_path.glob(".runtimes.md.*"))  # no temporary file left behind
+    assert ok.read_text(encoding="utf-8").count('"outputs": []') == 1  # the notebook is untouched
+
+
+def test_a_missing_notebook_is_a_clear_error(tmp_path, capsys):
+    tool = _load()
+    with pytest.raises(SystemExit):
+        tool.main(["--out", str(tmp_path / "x.md"), str(tmp_path / "nope.ipynb")])
+    assert "no such notebook" in capsys.readouterr().err

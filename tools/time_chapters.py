@@ -1,0 +1,100 @@
+"""Run every chapter in order, as a learner would on a fresh machine, and write the book's
+"how long each chapter takes" appendix (book/runtimes.md).
+
+    python tools/time_chapters.py                    # profile cpu, empty cache, all chapters
+    python tools/time_chapters.py --profile ci --out /tmp/runtimes.md
+
+Each notebook is executed by nbconvert into a temporary folder (the committed notebooks are
+not touched) with a fresh, empty COURSE_CACHE, so whatever a chapter needs from an earlier
+one (the vocabulary, the pretrained model) is built by that earlier chapter, exactly as on
+a student's laptop. The wall time of each chapter is what this machine measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from run_all import machine_section  # noqa: E402
+
+
+def chapter_title(notebook: Path) -> str:
+    """The text of the notebook's first heading, e.g. `05 · Training the GPT`."""
+    for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"]:
+        if cell["cell_type"] == "markdown":
+            for line in "".join(cell["source"]).splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return notebook.stem
+
+
+def run_chapter(notebook: Path, out_dir: Path, env: dict, timeout: int) -> tuple[float, str]:
+    cmd = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+           f"--ExecutePreprocessor.timeout={timeout}", "--ExecutePreprocessor.kernel_name=python3",
+           "--output-dir", str(out_dir), str(notebook)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=notebook.parent, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no message"]
+        return seconds, f"failed: {tail[0][:200]}"
+    return seconds, "ok"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--profile", default="cpu", choices=["ci", "cpu", "gpu"])
+    parser.add_argument("--out", default=str(ROOT / "book" / "runtimes.md"))
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell at most")
+    parser.add_argument("chapters", nargs="*", help="notebooks to run (default: every chapter)")
+    args = parser.parse_args(argv)
+    notebooks = [Path(c).resolve() for c in args.chapters] or sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
+    missing = [str(n) for n in notebooks if not n.is_file()]
+    if missing:
+        parser.error(f"no such notebook: {', '.join(missing)}")
+
+    rows, times, total = [], {}, 0.0
+    with tempfile.TemporaryDirectory(prefix="time_chapters.") as tmp:
+        env = {**os.environ, "COURSE_PROFILE": args.profile, "COURSE_CACHE": str(Path(tmp) / "cache")}
+        for nb in notebooks:
+            print(f"running {nb.name} (profile {args.profile}) ...", flush=True)
+            seconds, status = run_chapter(nb, Path(tmp) / "out", env, args.timeout)
+            total += seconds
+            times[chapter_title(nb)] = seconds
+            print(f"  {seconds / 60:.1f} min, {status}", flush=True)
+            rows.append(f"| {chapter_title(nb)} | {seconds / 60:.1f} | {status} |")
+    failed = sum("failed" in r for r in rows)
+    longest = max(times, key=times.get)
+    page = (
+        "# Appendix: how long each chapter takes\n\n"
+        "The chapters below were executed in order by `make runtimes`\n"
+        f"(`python tools/time_chapters.py`) under the `{args.profile}` profile, starting from an empty\n"
+        "cache: each chapter built what it needed, as on a student's first run. Times are\n"
+        "wall-clock minutes for the whole notebook on the machine below, a 2-core machine like a\n"
+        f"student laptop. The longest was *{longest}* ({times[longest] / 60:.0f} minutes); a chapter\n"
+        "that reuses a cached model (the pretrained GPT of chapter 05) only loads it.\n\n"
+        + machine_section(args.profile)
+        + "\n| chapter | minutes | result |\n|---|---:|---|\n" + "\n".join(rows)
+        + f"\n| **all chapters** | **{total / 60:.1f}** | {len(rows) - failed} of {len(rows)} ran |\n"
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_out = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(page)
+    os.replace(tmp_out, out)
+    print(f"wrote {out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
