@@ -13,7 +13,6 @@ plus AdamW's two moments, 3 floats per trainable parameter.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import sys
@@ -24,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
 
-from _common import machine_info, time_interleaved  # noqa: E402
+from _common import machine_info, make_parser, setup, time_interleaved  # noqa: E402
 
 from course_utils import artifacts, config, data, finetune  # noqa: E402
 from course_utils.datasets import LabeledTexts  # noqa: E402
@@ -84,33 +83,16 @@ def bench(profile, steps: int, repeats: int, rank: int, device) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python bench/finetune.py",
-        description="Fine-tuning ms/step and optimizer memory: all layers vs LoRA vs last block vs "
-                    "head only, measured side by side (interleaved repeats, median).")
-    parser.add_argument("--profile", choices=list(config.PROFILES),
-                        help="model size (default: $COURSE_PROFILE, else gpu with CUDA, else cpu)")
+    parser = make_parser("python bench/finetune.py",
+                         "Fine-tuning ms/step and optimizer memory: all layers vs LoRA vs last block "
+                         "vs head only, measured side by side (interleaved repeats, median).")
     parser.add_argument("--steps", type=int, help="timed training steps per block")
-    parser.add_argument("--repeats", type=int, help="interleaved repeats (the median is reported)")
     parser.add_argument("--rank", type=int, default=8, help="LoRA rank (alpha = 2 x rank)")
     parser.add_argument("--device", help="cpu, cuda, mps (default: the best one present)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads while timing (default 1; 0 keeps torch's default)")
     args = parser.parse_args(argv)
-    try:
-        profile = config.get_profile(args.profile)
-    except ValueError as err:
-        parser.error(str(err))
-    steps, repeats = DEFAULTS[profile.name]
-    steps = args.steps if args.steps is not None else steps
-    repeats = args.repeats if args.repeats is not None else repeats
-    for name, value in (("--steps", steps), ("--repeats", repeats), ("--rank", args.rank)):
-        if value < 1:
-            parser.error(f"{name} must be at least 1, got {value}")
-    if args.threads < 0:
-        parser.error("--threads must be 0 (torch's default) or more")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    profile, repeats = setup(parser, args, {name: d[1] for name, d in DEFAULTS.items()},
+                             steps=args.steps, rank=args.rank)
+    steps = args.steps if args.steps is not None else DEFAULTS[profile.name][0]
     device = config.get_device(args.device)
 
     print("## Fine-tuning: what each strategy costs per step\n")

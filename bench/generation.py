@@ -14,7 +14,6 @@ Nothing is asserted about speed: the script prints what it measured.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -24,9 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
 
-from _common import machine_info, time_interleaved  # noqa: E402
+from _common import machine_info, make_parser, setup, time_interleaved  # noqa: E402
 
-from course_utils import artifacts, config, quantize  # noqa: E402
+from course_utils import artifacts, quantize  # noqa: E402
 from course_utils.sampling import generate  # noqa: E402
 from course_utils.train import WindowBatches, evaluate  # noqa: E402
 
@@ -75,31 +74,13 @@ def tokens_per_s(seconds: list[float], new_tokens: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python bench/generation.py",
-        description="Generation tokens/s: KV cache vs recomputation, and dynamic int8 vs fp32 "
-                    "(with validation loss and size), measured side by side on the CPU.")
-    parser.add_argument("--profile", choices=list(config.PROFILES),
-                        help="model size (default: $COURSE_PROFILE, else gpu with CUDA, else cpu)")
+    parser = make_parser("python bench/generation.py",
+                         "Generation tokens/s: KV cache vs recomputation, and dynamic int8 vs fp32 "
+                         "(with validation loss and size), measured side by side on the CPU.")
     parser.add_argument("--new-tokens", type=int, default=256, help="tokens generated per run")
-    parser.add_argument("--repeats", type=int, help="interleaved timed repeats (median reported)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads while timing (default 1; 0 keeps torch's default)")
     args = parser.parse_args(argv)
-    try:
-        profile = config.get_profile(args.profile)
-    except ValueError as err:
-        parser.error(str(err))
-    repeats = args.repeats if args.repeats is not None else DEFAULT_REPEATS[profile.name]
-    if args.new_tokens < 1:
-        parser.error("--new-tokens must be at least 1")
-    if repeats < 1:
-        parser.error("--repeats must be at least 1")
-    if args.threads < 0:
-        parser.error("--threads must be 0 (torch's default) or more")
     default_threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    profile, repeats = setup(parser, args, DEFAULT_REPEATS, new_tokens=args.new_tokens)
 
     print("## Generation: KV cache and int8\n")
     for key, value in machine_info().items():

@@ -16,12 +16,14 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))  # run from a source checkout
+
+from course_utils.vocab import atomic_write_text  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -88,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         + machine_section(args.profile) + "\n" + "\n".join(sections)
     )
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, out)
+    atomic_write_text(out, page)  # never a half-written page
     print(f"wrote {out}")
     return 0
 

@@ -11,7 +11,6 @@ Nothing is asserted about speed: the script prints what it measured.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import sys
@@ -23,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
 
-from _common import machine_info, sync  # noqa: E402
+from _common import machine_info, make_parser, setup, sync  # noqa: E402
 
 from course_utils import artifacts, config  # noqa: E402
 from course_utils.model import GPT, GPTConfig  # noqa: E402
@@ -103,37 +102,21 @@ def markdown_table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python bench/train_throughput.py",
-        description="Training tokens/s of the course GPT with fused attention vs the explicit "
-                    "softmax(QK^T)V, measured side by side (interleaved repeats, median).")
-    parser.add_argument("--profile", choices=list(config.PROFILES),
-                        help="model size (default: $COURSE_PROFILE, else gpu with CUDA, else cpu)")
+    parser = make_parser("python bench/train_throughput.py",
+                         "Training tokens/s of the course GPT with fused attention vs the explicit "
+                         "softmax(QK^T)V, measured side by side (interleaved repeats, median).", threads=0)
     parser.add_argument("--steps", type=int, help="timed training steps per block")
-    parser.add_argument("--repeats", type=int, help="interleaved repeats (the median is reported)")
     parser.add_argument("--warmup", type=int, help="untimed warm-up steps per variant")
     parser.add_argument("--batch-size", type=int, help="override the profile's batch size")
     parser.add_argument("--device", help="cpu, cuda, mps (default: the best one present)")
-    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: its own choice; "
-                        "1 is often faster on a machine shared with other jobs)")
     args = parser.parse_args(argv)
-    try:
-        profile = config.get_profile(args.profile)
-    except ValueError as err:
-        parser.error(str(err))
-    steps, repeats, warmup = DEFAULTS[profile.name]
+    profile, repeats = setup(parser, args, {name: d[1] for name, d in DEFAULTS.items()},
+                             steps=args.steps, batch_size=args.batch_size)
+    steps, _, warmup = DEFAULTS[profile.name]
     steps = args.steps if args.steps is not None else steps
-    repeats = args.repeats if args.repeats is not None else repeats
     warmup = args.warmup if args.warmup is not None else warmup
-    for name, value, low in (("--steps", steps, 1), ("--repeats", repeats, 1), ("--warmup", warmup, 0)):
-        if value < low:
-            parser.error(f"{name} must be at least {low}, got {value}")
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error("--threads must be at least 1")
-        torch.set_num_threads(args.threads)
+    if warmup < 0:
+        parser.error(f"--warmup must be at least 0, got {warmup}")
     device = config.get_device(args.device)
 
     print("## Training throughput: fused vs explicit attention\n")

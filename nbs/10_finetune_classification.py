@@ -463,24 +463,29 @@ rows = {name: TensorDataset(torch.arange(len(labels[name])) + int(off), labels[n
         for name, off in zip(("fit", "val", "test"), offsets, strict=True)}
 
 
+def train_and_record(method, model, trainable, fit, val, test, lr, extra_seconds=0.0):
+    """Fine-tune `model` on (input, label) pairs, predict the test set, add a results row."""
+    t0 = time.perf_counter()
+    run = train.train(model, train.DatasetBatches(fit, profile.batch_size, seed=0),
+                      finetune_config(lr=lr),
+                      val_source=train.DatasetBatches(val, 4 * profile.batch_size, seed=1))
+    pred, true = finetune.predict(model, test)
+    assert (true == test_true).all()
+    record(method, pred, trainable, extra_seconds + time.perf_counter() - t0, history=run.history)
+
+
 def fine_tune_top(method, prepare, lr=profile.finetune_lr):
     config.seed_everything(0)
     classifier = finetune.GPTClassifier(copy.deepcopy(pretrained), 2, pooling="last")
     trainable = prepare(classifier)
     top = TopOfGPT(classifier, cache, all_ids)
-    t0 = time.perf_counter()
-    run = train.train(top, train.DatasetBatches(rows["fit"], profile.batch_size, seed=0),
-                      finetune_config(lr=lr),
-                      val_source=train.DatasetBatches(rows["val"], 4 * profile.batch_size, seed=1))
-    pred, true = finetune.predict(top, rows["test"])
-    assert (true == test_true).all()
+    train_and_record(method, top, trainable, rows["fit"], rows["val"], rows["test"], lr,
+                     extra_seconds=feature_seconds)
     # the whole classifier, run on the reviews themselves, gives the same logits
     with torch.no_grad():
         direct = classifier.eval()(check_batch)[0]
         cached = top(torch.arange(8) + int(offsets[2]))[0]
     assert torch.allclose(direct, cached, atol=1e-4)
-    record(method, pred, trainable, feature_seconds + time.perf_counter() - t0,
-           history=run.history)
     return classifier
 
 
@@ -522,13 +527,7 @@ def fine_tune(method, prepare, lr=profile.finetune_lr, **classifier_options):
     config.seed_everything(0)
     model = finetune.GPTClassifier(copy.deepcopy(pretrained), 2, pooling="last", **classifier_options)
     trainable = prepare(model)
-    t0 = time.perf_counter()
-    run = train.train(model, train.DatasetBatches(fit_ds, profile.batch_size, seed=0),
-                      finetune_config(lr=lr),
-                      val_source=train.DatasetBatches(val_ds, 4 * profile.batch_size, seed=1))
-    pred, true = finetune.predict(model, test_ds)
-    assert (true == test_true).all()
-    record(method, pred, trainable, time.perf_counter() - t0, history=run.history)
+    train_and_record(method, model, trainable, fit_ds, val_ds, test_ds, lr)
     return model
 
 

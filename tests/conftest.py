@@ -44,3 +44,15 @@ def tiny_lm(block_size: int = 16, scale: float = 1.0) -> tuple[GPT, Vocab]:
     vocab = Vocab.build([TEXT])
     return tiny_gpt(len(vocab), block_size, d_model=16, n_heads=2, n_layers=1, d_ff=32,
                     scale=scale), vocab
+
+
+def load_script(path, name: str | None = None):
+    """Import a script that is not in a package (bench/*.py, tools/*.py) as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(name or f"script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -5,10 +5,10 @@ No timing is asserted: the numbers depend on the machine, the scripts only repor
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from course_utils import config
 
@@ -16,10 +16,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH / f"{name}.py", f"bench_{name}")
 
 
 def test_train_throughput_runs_and_prints_a_table(capsys):

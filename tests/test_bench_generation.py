@@ -5,19 +5,16 @@ No timing is asserted: the numbers depend on the machine, the script only report
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "generation.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("bench_generation", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH, "bench_generation")
 
 
 def test_generation_bench_runs_and_prints_ratios(capsys):

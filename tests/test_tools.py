@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "time_chapters.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("time_chapters", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL, "time_chapters")
 
 
 def _notebook(path: Path, title: str, code: str) -> Path:

@@ -22,9 +22,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from run_all import machine_section  # noqa: E402
+
+from course_utils.vocab import atomic_write_text  # noqa: E402
 
 
 def chapter_title(notebook: Path) -> str:
@@ -87,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         + f"\n| **all chapters** | **{total / 60:.1f}** | {len(rows) - failed} of {len(rows)} ran |\n"
     )
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_out = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp_out, out)
+    atomic_write_text(out, page)  # never a half-written page
     print(f"wrote {out}")
     return 1 if failed else 0
 
