@@ -64,6 +64,7 @@ config.seed_everything(0)
 # (with $\text{bias} = 2^{E-1} - 1$):
 
 # %%
+# NBVAL_CHECK_OUTPUT
 def float_format(exponent_bits, mantissa_bits):
     bias = 2 ** (exponent_bits - 1) - 1
     return {"max": (2 - 2.0 ** -mantissa_bits) * 2.0 ** bias,   # the top exponent is inf/nan
@@ -114,6 +115,7 @@ print(pd.DataFrame(rows).to_string(index=False))
 # learning once its updates became small. In AMP the optimizer adds updates to fp32 weights.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 w16 = torch.tensor(1.0, dtype=torch.bfloat16)
 update = 1e-4
 print(f"bf16: 1 + {update} = {(w16 + update).item()}  |  fp32: 1 + {update} = "
@@ -639,6 +641,7 @@ ch07.check_max_exact_integer(max_exact_integer)
 
 
 # %% tags=["hide-cell"]
+# NBVAL_CHECK_OUTPUT
 def max_exact_integer(dtype):
     return int(2 / torch.finfo(dtype).eps)
 
