@@ -57,7 +57,7 @@ sync: env
 bench: env
 	$(PY) bench/run_all.py --profile $${COURSE_PROFILE:-cpu}
 
-# Every chapter in order from an empty cache, timed (about an hour under cpu): book/runtimes.md
+# Every chapter in order from an empty cache, timed (25 min under cpu on 2 cores): book/runtimes.md
 runtimes: env
 	$(PY) tools/time_chapters.py --profile $${COURSE_PROFILE:-cpu}
 

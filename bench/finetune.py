@@ -59,9 +59,9 @@ def bench(profile, steps: int, repeats: int, rank: int, device) -> dict:
 
     runs, rows = {}, {}
     for name, prepare in variants(profile.n_layers, rank).items():
-        model = finetune.GPTClassifier(copy.deepcopy(base), 2).to(device).train()
+        model = finetune.GPTClassifier(copy.deepcopy(base), 2)
         prepare(model)
-        model.to(device)  # LoRA's new A and B are made on the CPU
+        model.to(device).train()  # after prepare: LoRA's A and B are new parameters
         trainable = finetune.count_trainable(model)
         optimizer = configure_optimizer(model, cfg)
 

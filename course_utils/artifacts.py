@@ -53,6 +53,21 @@ class ArtifactError(RuntimeError):
     """A cached artifact cannot be used or built."""
 
 
+def _load_cached(path: Path, device, vocab: Vocab, what: str, rebuild: str):
+    """The model cached at `path` with its info, or None when there is none yet. A cache
+    that does not fit (another vocabulary, a damaged file) is an ArtifactError saying how
+    to `rebuild` it, never a silent retrain."""
+    from .train import CheckpointError, model_from_checkpoint
+
+    if not path.is_file():
+        return None
+    try:
+        model, _, ckpt = model_from_checkpoint(path, map_location=device, vocab=vocab)
+    except CheckpointError as err:
+        raise ArtifactError(f"the cached {what} does not fit: {err}. Delete {path} {rebuild}") from None
+    return model, vocab, dict(ckpt["extra"], path=path, history=ckpt["history"])
+
+
 def pretrained_path(profile=None) -> Path:
     from .config import get_profile
 
@@ -73,12 +88,10 @@ def pretrained_lm(profile=None, *, force: bool = False, precision: str = "fp32",
     from .config import get_device, get_profile, seed_everything
     from .model import GPT, GPTConfig
     from .train import (
-        CheckpointError,
         TrainConfig,
         WindowBatches,
         atomic_save,
         make_checkpoint,
-        model_from_checkpoint,
         train,
         unigram_loss,
     )
@@ -88,13 +101,10 @@ def pretrained_lm(profile=None, *, force: bool = False, precision: str = "fp32",
     vocab = news_vocab()
     path = pretrained_path(profile)
     train_tokens, val_tokens = news_tokens("train"), news_tokens("val")
-    if path.is_file() and not force:
-        try:
-            model, _, ckpt = model_from_checkpoint(path, map_location=device, vocab=vocab)
-            return model, vocab, dict(ckpt["extra"], path=path, history=ckpt["history"])
-        except CheckpointError as err:
-            raise ArtifactError(f"the cached model does not fit: {err}. Delete {path} (or pass "
-                                f"force=True / --force) to retrain it") from None
+    cached = None if force else _load_cached(path, device, vocab, "model",
+                                             "(or pass force=True / --force) to retrain it")
+    if cached is not None:
+        return cached
 
     seed_everything(0)
     model = GPT(GPTConfig(vocab_size=len(vocab), **profile.model_kwargs())).to(device)
@@ -170,13 +180,11 @@ def dialogue_lm(profile=None, *, dialogues=None, force: bool = False, progress: 
     from .config import get_device, get_profile, seed_everything
     from .datasets import DialogueExamples
     from .train import (
-        CheckpointError,
         DatasetBatches,
         atomic_save,
         evaluate,
         load_checkpoint,
         make_checkpoint,
-        model_from_checkpoint,
         train,
     )
 
@@ -186,13 +194,10 @@ def dialogue_lm(profile=None, *, dialogues=None, force: bool = False, progress: 
         raise FileNotFoundError(f"dialogue file {dialogues} does not exist")
     path = dialogue_path(profile, dialogues)
     vocab = news_vocab()
-    if path.is_file() and not force:
-        try:
-            model, _, ckpt = model_from_checkpoint(path, map_location=device, vocab=vocab)
-            return model, vocab, dict(ckpt["extra"], path=path, history=ckpt["history"])
-        except CheckpointError as err:
-            raise ArtifactError(f"the cached dialogue model does not fit: {err}. Delete {path} "
-                                f"(or pass force=True) to rebuild it") from None
+    cached = None if force else _load_cached(path, device, vocab, "dialogue model",
+                                             "(or pass force=True) to rebuild it")
+    if cached is not None:
+        return cached
 
     model, vocab, pre_info = pretrained_lm(profile, progress=progress, device=device)
     train_dialogues, val_dialogues = dialogue_splits(vocab, dialogues)

@@ -1,6 +1,9 @@
-"""Shared test helpers: one torch thread for tiny models, and small random GPTs."""
+"""Shared test helpers: one torch thread for tiny models, small random GPTs, script loading."""
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,9 +51,6 @@ def tiny_lm(block_size: int = 16, scale: float = 1.0) -> tuple[GPT, Vocab]:
 
 def load_script(path, name: str | None = None):
     """Import a script that is not in a package (bench/*.py, tools/*.py) as a module."""
-    import importlib.util
-    from pathlib import Path
-
     path = Path(path)
     spec = importlib.util.spec_from_file_location(name or f"script_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)

@@ -119,3 +119,15 @@ def test_conversation_normalises_half_width_input():
         conv.say("今天天气很好")
     ids = conv.context_ids()
     assert len(ids) <= conv.context_budget and ids[-1] == SEP and len(conv) == 22
+
+
+def test_a_damaged_cached_model_is_a_clear_error_not_a_retrain(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    profile = config.get_profile("ci")
+    for path, what in [(artifacts.dialogue_path(profile), "dialogue model"),
+                       (artifacts.pretrained_path(profile), "model")]:
+        path.write_bytes(b"not a checkpoint")  # e.g. a copy cut short
+        build = artifacts.dialogue_lm if what == "dialogue model" else artifacts.pretrained_lm
+        with pytest.raises(artifacts.ArtifactError, match=f"the cached {what} does not fit: .*Delete "):
+            build(profile, progress=False)
+        assert path.read_bytes() == b"not a checkpoint"  # nothing was overwritten

@@ -65,34 +65,33 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"no such notebook: {', '.join(missing)}")
 
-    rows, times, total = [], {}, 0.0
+    results = []  # (title, seconds, status) per chapter, in order
     with tempfile.TemporaryDirectory(prefix="time_chapters.") as tmp:
         env = {**os.environ, "COURSE_PROFILE": args.profile, "COURSE_CACHE": str(Path(tmp) / "cache")}
         for nb in notebooks:
             print(f"running {nb.name} (profile {args.profile}) ...", flush=True)
             seconds, status = run_chapter(nb, Path(tmp) / "out", env, args.timeout)
-            total += seconds
-            times[chapter_title(nb)] = seconds
             print(f"  {seconds / 60:.1f} min, {status}", flush=True)
-            rows.append(f"| {chapter_title(nb)} | {seconds / 60:.1f} | {status} |")
-    failed = sum("failed" in r for r in rows)
-    longest = max(times, key=times.get)
+            results.append((chapter_title(nb), seconds, status))
+    ran = sum(status == "ok" for _, _, status in results)
+    longest, longest_s, _ = max(results, key=lambda r: r[1])
+    rows = [f"| {title} | {seconds / 60:.1f} | {status} |" for title, seconds, status in results]
     page = (
         "# Appendix: how long each chapter takes\n\n"
         "The chapters below were executed in order by `make runtimes`\n"
         f"(`python tools/time_chapters.py`) under the `{args.profile}` profile, starting from an empty\n"
         "cache: each chapter built what it needed, as on a student's first run. Times are\n"
-        "wall-clock minutes for the whole notebook on the machine below, a 2-core machine like a\n"
-        f"student laptop. The longest was *{longest}* ({times[longest] / 60:.0f} minutes); a chapter\n"
+        "wall-clock minutes for the whole notebook on the machine below. The longest was\n"
+        f"*{longest}* ({longest_s / 60:.0f} minutes); a chapter\n"
         "that reuses a cached model (the pretrained GPT of chapter 05) only loads it.\n\n"
         + machine_section(args.profile)
         + "\n| chapter | minutes | result |\n|---|---:|---|\n" + "\n".join(rows)
-        + f"\n| **all chapters** | **{total / 60:.1f}** | {len(rows) - failed} of {len(rows)} ran |\n"
+        + f"\n| **all chapters** | **{sum(r[1] for r in results) / 60:.1f}** | {ran} of {len(results)} ran |\n"
     )
     out = Path(args.out)
     atomic_write_text(out, page)  # never a half-written page
     print(f"wrote {out}")
-    return 1 if failed else 0
+    return 0 if ran == len(results) else 1
 
 
 if __name__ == "__main__":
