@@ -1,7 +1,7 @@
 # Build a GPT, Notebook by Notebook.
 #   make book   build the static site into book/_build/html (creates .venv first if missing)
 #   make test   unit tests, every notebook under profile `ci` (nbval), and the book with -W
-# Other targets: env lab execute sync bench runtimes e2e lint clean
+# Other targets: env lab execute sync bench browser-models runtimes e2e lint clean
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,7 +12,7 @@ TORCH_PIN ?= torch==2.13.0
 NBS     = $(sort $(wildcard nbs/[0-9]*.ipynb))
 BOOK_FLAGS = --config book/_config.yml --toc _toc.yml --path-output book
 
-.PHONY: env book test unit nbtest booktest lab execute sync bench runtimes e2e e2e-deps lint clean
+.PHONY: env book test unit nbtest booktest lab execute sync bench browser-models runtimes e2e e2e-deps lint clean
 
 env: $(VENV)/.installed
 
@@ -57,6 +57,11 @@ sync: env
 bench: env
 	$(PY) bench/run_all.py --profile $${COURSE_PROFILE:-cpu}
 
+# The models the site runs in the reader's browser (book/_static/models/), exported from the
+# cached `cpu` models of chapters 05 and 11 (trained first if missing), and their size/loss table.
+browser-models: env
+	$(PY) -m course_utils.export browser --profile $${COURSE_PROFILE:-cpu}
+
 # Every chapter in order from an empty cache, timed (25 min under cpu on 2 cores): book/runtimes.md
 runtimes: env
 	$(PY) tools/time_chapters.py --profile $${COURSE_PROFILE:-cpu}
@@ -77,7 +82,8 @@ e2e-deps:
 	  echo "(no 'playwright install': the tests drive the system Chromium)"; exit 1; }
 
 # The site, rebuilt only when it is missing or older than what it is built from.
-$(SITE): _toc.yml book/_config.yml $(wildcard book/*.md book/*.bib book/images/*) $(NBS)
+$(SITE): _toc.yml book/_config.yml $(wildcard book/*.md book/*.bib book/images/* book/generated/*) \
+         $(wildcard book/_static/*.js book/_static/models/*.js) $(NBS)
 	$(MAKE) book
 	touch $@
 

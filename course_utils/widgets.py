@@ -172,8 +172,8 @@ class SamplingDemo:
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = self.ui._repr_mimebundle_(**kwargs)
-        bundle["text/plain"] = ("[sampling demo: the sliders need a live Jupyter kernel; "
-                                "see the static rendering below]")
+        bundle["text/plain"] = ("[sampling demo: the sliders need a live Jupyter kernel; the "
+                                "book's website runs the same demo in the browser]")
         return bundle
 
 

@@ -305,13 +305,11 @@ print(f"\nwhat the model reads ({len(conv.context_ids())} of at most {conv.conte
 print(conv.history_text())
 
 # %% [markdown]
-# The chat widget below wraps the same `Conversation`: type a message and press Enter.
-#
-# > **Reading the static site?** Widgets need a live Jupyter kernel, so the box below shows
-# > nothing on the website. Run this notebook in JupyterLab to chat, or use the terminal:
-# > `python -m course_utils.chat` (add `--profile cpu` or `--temperature 0` and so on;
-# > `--help` lists the options). The transcript printed under the widget comes from two
-# > messages sent from code.
+# The chat widget below wraps the same `Conversation`: type a message and press Enter. It
+# needs a live kernel, so on the website its place shows the transcript of two messages sent
+# from code; the website has its own chat box further down, and the terminal has
+# `python -m course_utils.chat` (add `--profile cpu` or `--temperature 0` and so on; `--help`
+# lists the options).
 
 # %%
 from IPython.display import HTML, display
@@ -323,6 +321,34 @@ display(chat_box)
 for message in ["你好", "你是机器人吗?"]:
     chat_box.send(message)
 display(HTML(chat_box.transcript.value))
+
+# %% [markdown]
+# **On the book's website** this box talks to the dialogue model in your browser, with no
+# kernel and no server: the model is exported by `course_utils.export` (int8 weights) and run
+# by the same JavaScript as chapter 08's explorer ([the GPT in your browser](../book/browser.md)).
+# It keeps the history in the training format (every turn followed by `<sep>`, cropped from
+# the left), stops each reply at `<sep>`, samples at temperature 0.8 with top-p 0.95, and
+# *清空* clears it. Its random numbers are the browser's, so its replies are not the kernel's.
+# The file the site ships is checked against this chapter's model, greedy reply for reply:
+
+# %%
+from course_utils import export
+
+site_file = export.STATIC_MODELS / "dialogue.js"
+web_model, _, web_meta = export.load_browser(site_file)
+print(f"{site_file.name}: {site_file.stat().st_size / 1e6:.2f} MB, {web_meta['precision']} "
+      f"weights, exported from the {web_meta['profile']} model")
+if web_meta["profile"] == profile.name:      # under another profile this chapter has another model
+    ours = Conversation(model, vocab, max_new_tokens=REPLY_TOKENS, temperature=0)
+    web = Conversation(web_model, vocab, max_new_tokens=REPLY_TOKENS, temperature=0)
+    for message in ["你好", "你是谁？", "你喜欢什么？"]:
+        assert ours.say(message) == web.say(message), "the site's model is not this chapter's"
+    print(f"{len(ours.turns) // 2} greedy replies: the same from the site's model as from ours ✓")
+
+# %% [markdown]
+# <div class="gpt-chat" data-model="dialogue" data-max-new-tokens="32" data-temperature="0.8" data-top-p="0.95" data-seed="1"><p><em>(In JupyterLab this box stays empty: use the chat widget above. On the book's website it is a live chat.)</em></p></div>
+# <script src="../_static/gpt.js"></script>
+# <script src="../_static/gpt-demo.js"></script>
 
 # %% [markdown]
 # The terminal version reads one line per turn from standard input, so it can also be
@@ -400,9 +426,14 @@ for name in SETTINGS:
                  "empty": sum(not r for r in replies),
                  "copied from training": np.mean([r in training_replies for r in replies]),
                  "distinct per conversation": np.mean([len(set(transcripts[t, name])) for t in SCRIPTS])})
-print(pd.DataFrame(rows).to_string(index=False, formatters={
+stats = pd.DataFrame(rows).set_index("setting")
+print(stats.to_string(formatters={
     "mean length": "{:.1f}".format, "copied from training": "{:.0%}".format,
     "distinct per conversation": "{:.1f}".format}))
+if profile.name != "ci":          # what the next paragraph says (the ci model is too small)
+    assert stats["distinct per conversation"].idxmin() == "greedy"
+    assert stats["mean length"].idxmin() == "top-k 4"
+    assert (stats["copied from training"] < 0.5).all()
 
 # %% [markdown]
 # What the transcripts of this run show:

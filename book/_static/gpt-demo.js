@@ -1,0 +1,284 @@
+/* gpt-demo.js: the live demos on the book's pages, built on gpt.js (load that first).
+ *
+ *   <div class="gpt-explorer" data-model="news" data-prompt="中国人民" ...>  chapter 08's sliders
+ *   <div class="gpt-chat" data-model="dialogue" ...>                          chapter 11's chat box
+ *
+ * Each element's content is what a reader without JavaScript (or in JupyterLab) sees; it is
+ * replaced by the demo. Model files are plain scripts next to this one (models/NAME.js), added
+ * on demand, so the page works opened from disk (file://) as well as from a web server.
+ * Each demo keeps its last result on the element (`el.gptDemo`) for the end-to-end tests.
+ */
+(function () {
+  "use strict";
+
+  const HERE = document.currentScript ? document.currentScript.src : "";
+  const G = window.GPTBook;
+  const pending = {};
+
+  /* Add models/NAME.js to the page once; resolves when GPT_MODELS[name] is there. */
+  function loadModelFile(name) {
+    if ((window.GPT_MODELS || {})[name]) return Promise.resolve();
+    if (!pending[name]) {
+      pending[name] = new Promise((resolve, reject) => {
+        const script = document.createElement("script");
+        script.src = new URL(`models/${name}.js`, HERE).href;
+        script.charset = "utf-8";
+        script.onload = () => (window.GPT_MODELS || {})[name] ? resolve()
+          : reject(new Error(`models/${name}.js loaded but did not define the model`));
+        script.onerror = () => reject(new Error(`could not load models/${name}.js next to gpt-demo.js`));
+        document.head.appendChild(script);
+      });
+    }
+    return pending[name];
+  }
+
+  async function loadModel(name) {
+    await loadModelFile(name);
+    return G.model(name);
+  }
+
+  /* A tiny element builder: h("div", {class: "x"}, child, "text", ...). */
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v);
+    }
+    for (const c of children) if (c != null) el.append(c);
+    return el;
+  }
+
+  function svg(tag, attrs, text) {
+    const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
+    if (text != null) el.textContent = text;
+    return el;
+  }
+
+  /* widgets.token_label: specials as <sep>, blanks as visible symbols. */
+  function tokenLabel(vocab, id) {
+    const tok = vocab.idx2token[id];
+    if (id < 3) return tok;
+    return { " ": "␣", "\n": "↵", "\t": "⇥", "\u3000": "□" }[tok] || tok;
+  }
+
+  function showText(vocab, ids) {                     // <sep> as a line break symbol, other specials dropped
+    return ids.map(i => i === G.SEP ? "↵" : i < 3 ? "" : vocab.idx2token[i]).join("");
+  }
+
+  const STYLE = `
+.gpt-demo { border: 1px solid var(--pst-color-border, #ccc); border-radius: 6px; padding: .8em 1em;
+  margin: 1em 0; font-size: .95em; }
+.gpt-demo .gpt-row { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+.gpt-demo label { display: grid; grid-template-columns: 8.5em 12em 3.5em; align-items: center;
+  gap: .4em; margin: .15em 0; }
+.gpt-demo input[type=text] { width: 100%; box-sizing: border-box; padding: .2em .4em; }
+.gpt-demo .gpt-readout { font-variant-numeric: tabular-nums; text-align: right; }
+.gpt-demo .gpt-sample { font-size: 1.1em; line-height: 1.6; margin-top: .6em; min-height: 3.2em;
+  overflow-wrap: anywhere; }
+.gpt-demo .gpt-status { color: var(--pst-color-text-muted, #666); font-size: .85em; min-height: 1.3em; }
+.gpt-demo .gpt-error { color: #c00; font-size: .9em; min-height: 1.3em; }
+.gpt-demo svg text { fill: var(--pst-color-text-base, #222); font-size: 13px; }
+.gpt-demo .gpt-chart-box { width: 100%; max-width: 640px; margin: .4em 0; }
+.gpt-demo .gpt-transcript { min-height: 4em; max-height: 22em; overflow-y: auto; margin-bottom: .6em; }
+.gpt-demo .gpt-you { color: #1f77b4; font-weight: bold; }
+.gpt-demo .gpt-bot { color: #2ca02c; font-weight: bold; }
+.gpt-demo button { margin-left: .4em; padding: .2em .8em; }
+`;
+
+  function addStyle() {
+    if (document.getElementById("gpt-demo-style")) return;
+    document.head.append(h("style", { id: "gpt-demo-style" }, STYLE));
+  }
+
+  // ------------------------------------------------------------------ the bar chart
+
+  /* Grouped bars over the `n` most likely tokens of the first distribution (widgets.plot_token_bars). */
+  function barChart(vocab, dists, n, title) {
+    const [first] = Object.values(dists);
+    const tokens = G.order(first).slice(0, n);
+    const W = 640, H = 230, left = 44, bottom = 40, top = 26, plotW = W - left - 8, plotH = H - top - bottom;
+    const ymax = Math.max(1e-9, ...Object.values(dists).flatMap(p => tokens.map(t => p[t])));
+    const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: "100%", role: "img",
+      "aria-label": title, class: "gpt-chart", style: "max-width: 640px" });
+    chart.append(svg("text", { x: left, y: 14 }, title));
+    for (let k = 0; k <= 4; k++) {                      // y axis: 5 gridlines
+      const v = ymax * k / 4, y = top + plotH - plotH * k / 4;
+      chart.append(svg("line", { x1: left, x2: left + plotW, y1: y, y2: y, stroke: "#8884" }));
+      chart.append(svg("text", { x: left - 4, y: y + 4, "text-anchor": "end" }, v.toFixed(2)));
+    }
+    const colors = ["#bbbbbb", "#1f77b4"], groups = Object.entries(dists), slot = plotW / tokens.length;
+    const bw = slot * 0.8 / groups.length;
+    tokens.forEach((t, i) => {
+      groups.forEach(([label, p], j) => {
+        const hgt = plotH * p[t] / ymax;
+        chart.append(svg("rect", { x: left + i * slot + slot * 0.1 + j * bw, y: top + plotH - hgt,
+          width: bw, height: hgt, fill: colors[j % colors.length] }, null));
+        chart.lastChild.append(svg("title", {}, `${label}: ${tokenLabel(vocab, t)} ${p[t].toFixed(4)}`));
+      });
+      chart.append(svg("text", { x: left + (i + 0.5) * slot, y: top + plotH + 16, "text-anchor": "middle",
+        class: "gpt-token" }, tokenLabel(vocab, t)));
+    });
+    chart.append(svg("text", { x: left + plotW / 2, y: H - 4, "text-anchor": "middle" },
+      "next token (most likely first)"));
+    groups.forEach(([label], j) => {                   // legend, top right
+      const x = W - 190, y = top + 4 + 16 * j;
+      chart.append(svg("rect", { x, y, width: 10, height: 10, fill: colors[j % colors.length] }));
+      chart.append(svg("text", { x: x + 14, y: y + 9 }, label));
+    });
+    return chart;
+  }
+
+  // ------------------------------------------------------------------ chapter 08: the explorer
+
+  function slider(name, min, max, step, value, format) {
+    const input = h("input", { type: "range", min, max, step, value, name, "aria-label": name });
+    const readout = h("span", { class: "gpt-readout" });
+    const show = () => { readout.textContent = format(Number(input.value)); };
+    input.addEventListener("input", show);
+    show();
+    return { input, label: h("label", {}, h("span", {}, name), input, readout) };
+  }
+
+  async function explorer(el) {
+    const d = el.dataset;
+    const prompt = h("input", { type: "text", value: d.prompt || "中国", "aria-label": "prompt" });
+    const s = {
+      temperature: slider("temperature", 0, 2, 0.05, d.temperature || 0.8, v => v === 0 ? "0 (greedy)" : v.toFixed(2)),
+      topK: slider("top-k", 0, 100, 1, d.topK || 0, v => v === 0 ? "off" : String(v)),
+      topP: slider("top-p", 0.05, 1, 0.01, d.topP || 1, v => v >= 1 ? "off" : v.toFixed(2)),
+      length: slider("length", 1, 200, 1, d.length || 60, String),
+      seed: slider("seed", 0, 99, 1, d.seed || 0, String),
+    };
+    const chart = h("div", { class: "gpt-chart-box" });
+    const sample = h("div", { class: "gpt-sample" });
+    const status = h("div", { class: "gpt-status" }, "loading the model…");
+    const error = h("div", { class: "gpt-error", role: "alert" });
+    const controls = h("div", {}, h("label", {}, h("span", {}, "prompt"), prompt),
+      ...Object.values(s).map(x => x.label));
+    el.replaceChildren(controls, error, chart, status, sample);
+    el.classList.add("gpt-demo");
+    el.gptDemo = { renders: 0 };
+
+    const model = await loadModel(d.model || "news");
+    const vocab = model.vocab;
+
+    function settings() {
+      const k = Number(s.topK.input.value), p = Number(s.topP.input.value);
+      return { temperature: Number(s.temperature.input.value), topK: k === 0 ? null : k, topP: p >= 1 ? null : p };
+    }
+
+    function render() {
+      let ids;
+      try {
+        ids = G.encodePrompt(vocab, prompt.value);
+      } catch (err) {
+        error.textContent = err.message;
+        el.dataset.state = "error";
+        return;
+      }
+      error.textContent = "";
+      ids = ids.slice(-model.config.block_size);        // crop to the context, as the widget does
+      const set = settings();
+      const logits = model.forward(ids, true)[ids.length - 1];
+      const modelProbs = G.softmax(logits), probs = G.nextTokenProbs(logits, set);
+      const kept = probs.reduce((n, p) => n + (p > 0), 0);
+      chart.replaceChildren(barChart(vocab, { "model (T=1)": modelProbs, "sampled from": probs }, 20,
+        `next token after the prompt: ${kept} token${kept === 1 ? "" : "s"} can be drawn`));
+      const n = Number(s.length.input.value), seed = Number(s.seed.input.value);
+      const t0 = performance.now();
+      const fresh = G.generate(model, ids, n, set, { seed });
+      const seconds = (performance.now() - t0) / 1000;
+      sample.replaceChildren(h("b", {}, prompt.value), showText(vocab, fresh));
+      const rate = fresh.length / Math.max(seconds, 1e-6);
+      status.textContent = `temperature=${set.temperature}, top_k=${set.topK ?? "None"}, ` +
+        `top_p=${set.topP ?? "None"}, ${fresh.length} new tokens, seed=${seed}` +
+        (set.temperature === 0 ? " (greedy: the seed does not matter)" : "") +
+        ` · ${Math.round(rate)} tokens/s in your browser`;
+      el.gptDemo = { renders: el.gptDemo.renders + 1, ids, logits, probs, fresh, text: showText(vocab, fresh),
+        tokensPerSecond: rate, settings: set };
+      el.dataset.state = "ready";
+    }
+
+    let scheduled = false;                              // coalesce a burst of slider events
+    function schedule() {
+      if (scheduled) return;
+      scheduled = true;
+      setTimeout(() => {
+        scheduled = false;
+        try { render(); } catch (err) { error.textContent = `something went wrong: ${err.message}`; el.dataset.state = "error"; }
+      }, 0);
+    }
+    prompt.addEventListener("input", schedule);
+    for (const x of Object.values(s)) x.input.addEventListener("input", schedule);
+    render();
+  }
+
+  // ------------------------------------------------------------------ chapter 11: the chat box
+
+  async function chat(el) {
+    const d = el.dataset;
+    const transcript = h("div", { class: "gpt-transcript", "aria-live": "polite" });
+    const entry = h("input", { type: "text", placeholder: "说点什么，按回车发送", "aria-label": "message" });
+    const send = h("button", { type: "button", class: "gpt-send" }, "发送");
+    const clear = h("button", { type: "button", class: "gpt-clear" }, "清空");
+    const error = h("div", { class: "gpt-error", role: "alert" });
+    const status = h("div", { class: "gpt-status" }, "loading the model…");
+    el.replaceChildren(transcript, h("div", { class: "gpt-row" }, h("div", { style: "flex: 1" }, entry), send, clear),
+      error, status);
+    el.classList.add("gpt-demo");
+
+    const model = await loadModel(d.model || "dialogue");
+    const conv = new G.Conversation(model, { maxNewTokens: Number(d.maxNewTokens || 32),
+      temperature: Number(d.temperature ?? 0.8), topP: d.topP ? Number(d.topP) : null, seed: Number(d.seed || 0) });
+    el.gptDemo = { conversation: conv };
+
+    function draw() {
+      transcript.replaceChildren(...conv.turns.map(t => h("div", {},
+        h("span", { class: t.speaker === "user" ? "gpt-you" : "gpt-bot" }, t.speaker === "user" ? "你：" : "机："),
+        t.text || h("i", {}, "（无回复）"))));
+      if (!conv.turns.length) transcript.replaceChildren(h("i", {}, "（还没有对话）"));
+      transcript.scrollTop = transcript.scrollHeight;
+    }
+
+    function say() {
+      try {
+        const t0 = performance.now();
+        conv.say(entry.value);
+        error.textContent = "";
+        entry.value = "";
+        status.textContent = `reply in ${Math.round(performance.now() - t0)} ms · the model reads ` +
+          `${conv.contextIds().length} of at most ${conv.contextBudget} tokens of history`;
+      } catch (err) {
+        error.textContent = err.message;
+      }
+      draw();
+    }
+    send.addEventListener("click", say);
+    entry.addEventListener("keydown", e => { if (e.key === "Enter" && !e.isComposing) say(); });
+    clear.addEventListener("click", () => { conv.reset(); error.textContent = ""; status.textContent = "cleared"; draw(); });
+    status.textContent = `temperature ${conv.settings.temperature}, top-p ${conv.settings.topP ?? "off"}, ` +
+      `replies up to ${conv.maxNewTokens} characters`;
+    draw();
+    el.dataset.state = "ready";
+  }
+
+  // ------------------------------------------------------------------ start
+
+  function start() {
+    if (!G) return;
+    addStyle();
+    const demos = [...document.querySelectorAll(".gpt-explorer")].map(el => [el, explorer])
+      .concat([...document.querySelectorAll(".gpt-chat")].map(el => [el, chat]));
+    for (const [el, make] of demos) {
+      make(el).catch(err => {
+        el.dataset.state = "error";
+        const box = el.querySelector(".gpt-error") || el;
+        box.textContent = `The live demo could not start: ${err.message}`;
+      });
+    }
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();

@@ -1,0 +1,313 @@
+"""The model leaves PyTorch: files the book's web pages run (`book/_static/gpt.js` reads them).
+
+A browser model file is a plain `<script>` (pages opened from disk cannot `fetch`) that
+registers `GPT_MODELS[name] = {config, vocab, meta, tensors}`. Matrices are stored in
+chapter 09's weight-only int8 format (int8 codes, one float32 scale per row); LayerNorms,
+biases and the position table stay float32. `browser_model` is the PyTorch GPT holding
+exactly the weights a page computes with, so the two can be compared number for number.
+
+Command line: `python -m course_utils.export browser --profile cpu` writes the models the
+site shows into `book/_static/models/` (chapter 05's news model and chapter 11's dialogue model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .model import GPT, GPTConfig
+from .quantize import quantize_symmetric
+from .vocab import Vocab, atomic_write_text
+
+BROWSER_FORMAT = "gpt-book/1"
+PRECISIONS = ("int8", "float16", "float32")
+BOOK = Path(__file__).resolve().parent.parent / "book"
+STATIC_MODELS = BOOK / "_static" / "models"
+GENERATED_PAGE = BOOK / "generated" / "browser_models.md"
+# The models the site shows: file name -> (artifact, what the page says it is).
+SITE_MODELS = {
+    "news": "the pretrained news GPT of chapter 05",
+    "dialogue": "the dialogue GPT of chapter 11 (the news GPT fine-tuned on conversations)",
+}
+_TIED = "lm_head.weight"  # the head reads tok_emb.weight: stored once
+_HEADER = re.compile(r"^\(window\.GPT_MODELS = window\.GPT_MODELS \|\| \{\}\)\[(\"[a-z0-9_-]+\")\] = ")
+
+
+class ExportError(ValueError):
+    """A model that cannot be exported, or a file that is not an exported model."""
+
+
+def _b64(array: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
+
+
+def plain_state(model: GPT) -> dict[str, torch.Tensor]:
+    """The weights under the names of `model.py`, the tied head stored once (as `tok_emb`).
+
+    A GPT whose LoRA adapters are merged (`course_utils.finetune.merge_lora`) is read as the
+    plain GPT it computes; unmerged adapters, extra heads or missing weights are refused.
+    """
+    from .finetune import LoRALinear
+
+    if not isinstance(model, GPT):
+        raise ExportError(f"expected a course_utils.model.GPT, got {type(model).__name__} "
+                          "(for a classifier, export its .backbone)")
+    lora = [name for name, m in model.named_modules() if isinstance(m, LoRALinear)]
+    unmerged = [name for name in lora if not model.get_submodule(name).merged]
+    if unmerged:
+        raise ExportError(f"{len(unmerged)} LoRA adapters are not merged ({unmerged[0]}, ...): "
+                          "merge them into the weights first with "
+                          "course_utils.finetune.merge_lora(model)")
+    state = {k.replace(".base.", "."): v for k, v in model.state_dict().items() if ".lora_" not in k}
+    with torch.device("meta"):
+        expected = set(GPT(model.config).state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ExportError(f"the model's weights do not match a plain GPT (missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]})")
+    if model.lm_head.weight is not model.tok_emb.weight:
+        raise ExportError("the head is not tied to the token embedding, as model.py ties it")
+    return {k: v for k, v in state.items() if k != _TIED}
+
+
+def browser_tensors(model: GPT, precision: str = "int8") -> dict[str, dict]:
+    """What a model file stores: per tensor its shape, dtype and the arrays (int8 codes and
+    per-row scales for matrices, float32 for the rest)."""
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    out = {}
+    for name, t in plain_state(model).items():
+        t = t.detach().float().cpu()
+        if precision == "int8" and t.dim() == 2 and name != "pos_emb.weight":
+            q, scale = quantize_symmetric(t, axis=0)            # one scale per row
+            out[name] = {"shape": list(t.shape), "dtype": "int8", "q": q.numpy(),
+                         "scale": scale.flatten().numpy().astype("<f4")}
+        elif precision == "float16" and t.dim() == 2:
+            out[name] = {"shape": list(t.shape), "dtype": "float16", "data": t.half().numpy().astype("<f2")}
+        else:
+            out[name] = {"shape": list(t.shape), "dtype": "float32", "data": t.numpy().astype("<f4")}
+    return out
+
+
+def _weights_of(tensors: dict[str, dict]) -> dict[str, torch.Tensor]:
+    """float32 weights from stored tensors: q * scale in float32, exactly as gpt.js computes."""
+    state = {}
+    for name, entry in tensors.items():
+        if entry["dtype"] == "int8":
+            q = torch.from_numpy(np.array(entry["q"], dtype=np.int8).reshape(entry["shape"]))
+            scale = torch.from_numpy(np.array(entry["scale"], dtype=np.float32))
+            state[name] = q.float() * scale[:, None]
+        elif entry["dtype"] == "float16":
+            state[name] = torch.from_numpy(np.array(entry["data"], dtype=np.float16)
+                                           ).reshape(entry["shape"]).float()
+        else:
+            state[name] = torch.from_numpy(np.array(entry["data"], dtype=np.float32)
+                                           ).reshape(entry["shape"]).clone()
+    return state
+
+
+def _model_from(config: dict, tensors: dict[str, dict]) -> GPT:
+    model = GPT(GPTConfig(**config))
+    state = _weights_of(tensors)
+    state[_TIED] = state["tok_emb.weight"]
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def browser_model(model: GPT, precision: str = "int8") -> GPT:
+    """A GPT holding exactly the weights the page computes with (int8 rounded, if so exported)."""
+    return _model_from(model.config.to_dict(), browser_tensors(model, precision))
+
+
+def to_browser(model: GPT, vocab: Vocab, path, *, name: str, meta: dict | None = None,
+               precision: str = "int8") -> Path:
+    """Write `model` and `vocab` as a model file for the book's pages (atomically); returns the path."""
+    path = Path(path)
+    atomic_write_text(path, browser_file_text(model, vocab, name=name, meta=meta, precision=precision))
+    return path
+
+
+def load_browser(path) -> tuple[GPT, Vocab, dict]:
+    """(model with the page's weights, vocab, meta) from a model file written by `to_browser`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"browser model file {path} does not exist: write it with "
+                                "`python -m course_utils.export browser`")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    body = lines[1] if len(lines) >= 2 else ""
+    match = _HEADER.match(body)
+    if not match or not body.endswith(";"):
+        raise ExportError(f"{path} is not a model file written by course_utils.export.to_browser")
+    try:
+        doc = json.loads(body[match.end():-1])
+    except json.JSONDecodeError as err:
+        raise ExportError(f"{path}: damaged model file ({err})") from None
+    if doc.get("format") != BROWSER_FORMAT:
+        raise ExportError(f"{path}: format {doc.get('format')!r}, expected {BROWSER_FORMAT!r}")
+    tensors = {}
+    for key, entry in doc["tensors"].items():
+        raw = base64.b64decode(entry["data"])
+        if entry["dtype"] == "int8":
+            tensors[key] = dict(entry, q=np.frombuffer(raw, dtype=np.int8),
+                                scale=np.frombuffer(base64.b64decode(entry["scale"]), dtype="<f4"))
+        elif entry["dtype"] == "float16":
+            tensors[key] = dict(entry, data=np.frombuffer(raw, dtype="<f2"))
+        else:
+            tensors[key] = dict(entry, data=np.frombuffer(raw, dtype="<f4"))
+    vocab = Vocab({tok: i for i, tok in enumerate(doc["vocab"])})
+    return _model_from(doc["config"], tensors), vocab, doc["meta"]
+
+
+# ---------------------------------------------------------------------------- the site's models
+
+
+def _val_loss(model: GPT, which: str, vocab: Vocab, profile) -> float:
+    """Validation loss on the data the model is judged by: news windows, or dialogue replies."""
+    from . import artifacts
+    from .datasets import DialogueExamples
+    from .train import DatasetBatches, WindowBatches, evaluate
+
+    if which == "news":
+        val = WindowBatches(artifacts.news_tokens("val"), profile.batch_size, profile.block_size, seed=1)
+        return evaluate(model, val, max(50, profile.eval_iters), "cpu")
+    _, val_dialogues = artifacts.dialogue_splits(vocab)
+    val_set = DialogueExamples(val_dialogues, vocab, model.config.block_size, response_only=True)
+    return evaluate(model, DatasetBatches(val_set, len(val_set), shuffle=False), 1, "cpu")
+
+
+def browser_file_text(model: GPT, vocab: Vocab, *, name: str, meta: dict | None = None,
+                      precision: str = "int8") -> str:
+    """The text of a model file (what `to_browser` writes)."""
+    if not re.fullmatch(r"[a-z0-9_-]+", name):
+        raise ExportError(f"name must be lower-case letters, digits, '-' or '_', got {name!r}")
+    if len(vocab) != model.config.vocab_size:
+        raise ExportError(f"the vocabulary has {len(vocab)} tokens, the model {model.config.vocab_size}: "
+                          "export the vocabulary the model was trained with")
+    tensors = {}
+    for key, entry in browser_tensors(model, precision).items():
+        stored = {"shape": entry["shape"], "dtype": entry["dtype"]}
+        if entry["dtype"] == "int8":
+            stored.update(data=_b64(entry["q"]), scale=_b64(entry["scale"]))
+        else:
+            stored["data"] = _b64(entry["data"])
+        tensors[key] = stored
+    doc = {"format": BROWSER_FORMAT, "name": name, "config": model.config.to_dict(),
+           "vocab": vocab.idx2token, "meta": dict(meta or {}, precision=precision), "tensors": tensors}
+    body = json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
+    return (f"/* {name}: {(meta or {}).get('title', 'a GPT')}, exported by `python -m "
+            f"course_utils.export` for book/_static/gpt.js. Generated: do not edit. */\n"
+            f'(window.GPT_MODELS = window.GPT_MODELS || {{}})["{name}"] = {body};\n')
+
+
+def export_site_models(profile=None, out_dir=None, precision: str = "int8", page=None,
+                       progress: bool = True) -> list[dict]:
+    """Export the news and dialogue models of `profile` for the site in `precision`.
+
+    Every precision is measured on the same validation batches (file size, loss change), and
+    the table is written to `page` (default `book/generated/browser_models.md`, which the
+    appendix includes). Returns the table's rows.
+    """
+    from . import artifacts
+    from .config import get_profile
+    from .sampling import generate
+
+    profile = profile or get_profile()
+    out_dir = Path(out_dir) if out_dir else STATIC_MODELS
+    rows = []
+    for which, title in SITE_MODELS.items():
+        build = artifacts.pretrained_lm if which == "news" else artifacts.dialogue_lm
+        model, vocab, info = build(profile, progress=progress, device="cpu")
+        reference = _val_loss(model, which, vocab, profile)
+        for option in PRECISIONS:
+            exported = browser_model(model, option)
+            loss = reference if option == "float32" else _val_loss(exported, which, vocab, profile)
+            prompt = vocab.encode("中国人民" if which == "news" else "你好<sep>")
+            greedy = generate(exported, torch.tensor([prompt]), 40, temperature=0)[0, len(prompt):]
+            meta = {"title": title, "profile": profile.name, "val_loss_float32": round(reference, 5),
+                    "val_loss": round(loss, 5), "parameters": model.num_parameters(),
+                    "greedy_check": {"prompt_ids": prompt, "ids": greedy.tolist()}}
+            text = browser_file_text(model, vocab, name=which, meta=meta, precision=option)
+            if option == precision:
+                atomic_write_text(out_dir / f"{which}.js", text)
+            rows.append({"model": which, "precision": option, "MB": len(text.encode()) / 1e6,
+                         "val_loss": loss, "change": loss - reference, "written": option == precision,
+                         "parameters": model.num_parameters(),
+                         "macs_per_token": macs_per_token(model.config)})
+    write_models_page(rows, profile, page)
+    return rows
+
+
+def macs_per_token(config: GPTConfig, context: int | None = None) -> int:
+    """Multiply-adds to read one new token with a KV cache holding `context` positions (default:
+    a full block): the block matrices, attention over the cache, and the tied head."""
+    d, T = config.d_model, config.block_size if context is None else context
+    per_block = 3 * d * d + d * d + 2 * d * config.d_ff + 2 * T * d
+    return config.n_layers * per_block + config.vocab_size * d
+
+
+def _signed(x: float) -> str:
+    text = f"{x:+.5f}"
+    return "0.00000" if float(text) == 0 else text
+
+
+def write_models_page(rows: list[dict], profile, page=None) -> Path:
+    """The table of exported sizes and validation losses, as Markdown for the appendix."""
+    page = Path(page) if page else GENERATED_PAGE
+    lines = [f"Measured by `python -m course_utils.export browser --profile {profile.name}` "
+             "(validation loss on the same batches for every precision: news windows for the news "
+             "model, the replies of the held-out conversations for the dialogue model).", "",
+             "| model | precision | file | validation loss | change | on the site |",
+             "|---|---|---:|---:|---:|:---:|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['precision']} | {r['MB']:.2f} MB | {r['val_loss']:.5f} | "
+                     f"{_signed(r['change'])} | {'yes' if r['written'] else ''} |")
+    shipped = sum(r["MB"] for r in rows if r["written"])
+    size = {(r["model"], r["precision"]): r for r in rows}
+    first = rows[0]
+    lines += ["", f"Each model has {first['parameters']:,} parameters and reads a new token with "
+              f"{first['macs_per_token']:,} multiply-adds when its context is full. The site ships "
+              f"{shipped:.2f} MB of model files in all."]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        if (model, "int8") in size and (model, "float16") in size:
+            i8, f16 = size[model, "int8"], size[model, "float16"]
+            lines.append(f"\nFor the {model} model, float16 would make the file "
+                         f"{f16['MB'] / i8['MB']:.2f} times as large as int8's, for a validation "
+                         f"loss change of {_signed(f16['change'])} nats instead of {_signed(i8['change'])}.")
+    atomic_write_text(page, "\n".join(lines) + "\n")
+    return page
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import get_profile
+
+    parser = argparse.ArgumentParser(
+        prog="python -m course_utils.export",
+        description="Export the book's models. `browser`: the news and dialogue GPTs of a profile "
+                    "as the script files the site's pages run (book/_static/models/).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    browser = sub.add_parser("browser", help="the models the site runs in the reader's browser")
+    browser.add_argument("--profile", choices=["ci", "cpu", "gpu"],
+                         help="model size (default: $COURSE_PROFILE, else gpu with CUDA, else cpu)")
+    browser.add_argument("--out", default=str(STATIC_MODELS), help="folder for news.js and dialogue.js")
+    browser.add_argument("--precision", choices=PRECISIONS, default="int8")
+    args = parser.parse_args(argv)
+    try:
+        rows = export_site_models(get_profile(args.profile), args.out, args.precision)
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for r in rows:
+        print(f"{r['model']:>8} {r['precision']:>7}: {r['MB']:5.2f} MB, val loss {r['val_loss']:.4f} "
+              f"({r['change']:+.4f} nats){'  <- written' if r['written'] else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

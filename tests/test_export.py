@@ -1,0 +1,220 @@
+"""course_utils.export: the model files the site's pages run, and book/_static/gpt.js itself.
+
+The JavaScript checks run the page's own gpt.js in Node.js (skipped when `node` is not
+installed); e2e/test_browser_model.py runs it in a real browser.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_gpt, tiny_lm
+
+from course_utils import export, sampling
+from course_utils.finetune import apply_lora, merge_lora
+from course_utils.quantize import quantize_model
+from course_utils.vocab import Vocab
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+REPO = Path(__file__).resolve().parent.parent
+GPT_JS = REPO / "book" / "_static" / "gpt.js"
+NODE = shutil.which("node")
+
+
+@pytest.fixture
+def lm():
+    return tiny_lm(block_size=16, scale=8.0)
+
+
+@pytest.mark.parametrize("precision", export.PRECISIONS)
+def test_round_trip_gives_the_weights_the_page_uses(lm, tmp_path, precision):
+    model, vocab = lm
+    path = export.to_browser(model, vocab, tmp_path / "m.js", name="tiny", meta={"title": "t"},
+                             precision=precision)
+    loaded, loaded_vocab, meta = export.load_browser(path)
+    assert loaded_vocab == vocab and meta["precision"] == precision and meta["title"] == "t"
+    expected = export.browser_model(model, precision).state_dict()
+    for name, value in loaded.state_dict().items():
+        assert torch.equal(value, expected[name]), name
+    if precision == "float32":
+        for name, value in model.state_dict().items():
+            assert torch.equal(loaded.state_dict()[name], value), name
+    assert loaded.lm_head.weight is loaded.tok_emb.weight
+    assert [p.name for p in tmp_path.iterdir()] == ["m.js"]       # no temporary file left
+
+
+def test_int8_is_chapter_09s_format(lm):
+    """The page's int8 weights are exactly quantize_model's (per-row scales, tied table once)."""
+    model, _ = lm
+    page = export.browser_model(model, "int8").state_dict()
+    q = quantize_model(model)
+    assert torch.equal(page["tok_emb.weight"], q.lm_head.dequantized_weight())
+    assert torch.equal(page["blocks.0.attn.qkv.weight"], q.blocks[0].attn.qkv.dequantized_weight())
+    assert torch.equal(page["pos_emb.weight"], model.pos_emb.weight)           # kept float32
+
+
+def test_file_is_a_plain_script(lm, tmp_path):
+    model, vocab = lm
+    text = export.to_browser(model, vocab, tmp_path / "m.js", name="tiny").read_text()
+    first, second = text.splitlines()
+    assert first.startswith("/*") and first.endswith("*/")
+    assert second.startswith('(window.GPT_MODELS = window.GPT_MODELS || {})["tiny"] = {')
+    assert text.isascii()                                      # \u escapes: any page encoding reads it
+
+
+def test_refusals_say_what_to_do(lm, tmp_path):
+    model, vocab = lm
+    with pytest.raises(export.ExportError, match="name must be"):
+        export.to_browser(model, vocab, tmp_path / "m.js", name="Bad Name")
+    with pytest.raises(export.ExportError, match="export the vocabulary the model was trained with"):
+        export.to_browser(model, Vocab.build(["abc"]), tmp_path / "m.js", name="tiny")
+    with pytest.raises(export.ExportError, match="precision must be"):
+        export.browser_tensors(model, "int4")
+    with pytest.raises(export.ExportError, match="expected a course_utils.model.GPT"):
+        export.browser_tensors(torch.nn.Linear(2, 2))
+    lora = tiny_gpt(len(vocab), 16)
+    apply_lora(lora, rank=2)
+    with pytest.raises(export.ExportError, match=r"merge_lora\(model\)"):
+        export.browser_tensors(lora)
+    assert not list(tmp_path.iterdir())
+
+
+def test_merged_lora_exports_as_the_plain_gpt_it_computes(lm):
+    model, vocab = lm
+    with torch.no_grad():
+        lora = tiny_gpt(len(vocab), 16)
+        apply_lora(lora, rank=2)
+        for m in lora.modules():
+            if hasattr(m, "lora_b"):
+                m.lora_b.normal_()
+        x = torch.tensor([vocab.encode("你好吗")])
+        before = lora(x)[0]
+        merge_lora(lora)
+        exported = export.browser_model(lora, "float32")
+        assert torch.allclose(exported(x)[0], before, atol=1e-5)
+
+
+def test_damaged_or_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m course_utils.export browser"):
+        export.load_browser(tmp_path / "none.js")
+    bad = tmp_path / "bad.js"
+    bad.write_text("/* x */\nconsole.log(1);\n")
+    with pytest.raises(export.ExportError, match="not a model file"):
+        export.load_browser(bad)
+    bad.write_text('/* x */\n(window.GPT_MODELS = window.GPT_MODELS || {})["x"] = {"a": ;\n')
+    with pytest.raises(export.ExportError, match="damaged"):
+        export.load_browser(bad)
+
+
+def test_macs_per_token_counts_the_matrices():
+    cfg = tiny_gpt(40, 16).config
+    d, f = cfg.d_model, cfg.d_ff
+    assert export.macs_per_token(cfg, context=0) == cfg.n_layers * (4 * d * d + 2 * d * f) + 40 * d
+
+
+# ---------------------------------------------------------------------------- gpt.js in Node.js
+
+NODE_SCRIPT = """
+globalThis.window = globalThis;
+require(process.argv[2]);
+require(process.argv[3]);
+const G = globalThis.GPTBook, job = require(process.argv[4]);
+const m = G.model("tiny"), out = {logits: m.forward(job.ids).map(r => Array.from(r))};
+out.probs = job.settings.map(s => Array.from(G.nextTokenProbs(Float32Array.from(job.last), s)));
+out.greedy = G.generate(m, job.ids, job.n, {temperature: 0});
+out.context = [[5, 0, 4], [9, 0, 4], [12, 4, 8], [3, 0, 1]].map(([l, s, b]) => G.contextStart(l, s, b));
+out.erf = [-4, -2.5, -0.3, 0, 0.7, 3, 5.5].map(G.erf);
+out.fullwidth = m.vocab.toFullwidth("你好?,");
+out.encode = m.vocab.encode("你<sep>好☃");
+try { G.encodePrompt(m.vocab, "  "); } catch (e) { out.empty = e.message; }
+try { G.encodePrompt(m.vocab, "☃"); } catch (e) { out.unknown = e.message; }
+process.stdout.write(JSON.stringify(out));
+"""
+
+
+def run_node(tmp_path, model, vocab, ids, n, settings, last):
+    path = export.to_browser(model, vocab, tmp_path / "tiny.js", name="tiny")
+    (tmp_path / "job.json").write_text(json.dumps({"ids": ids, "n": n, "settings": settings, "last": last}))
+    (tmp_path / "run.js").write_text(NODE_SCRIPT)
+    done = subprocess.run([NODE, str(tmp_path / "run.js"), str(GPT_JS), str(path), str(tmp_path / "job.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js is not installed (the e2e checks run gpt.js in Chromium)")
+def test_gpt_js_computes_what_pytorch_computes(lm, tmp_path):
+    model, vocab = lm
+    page_model = export.browser_model(model, "int8")
+    ids = vocab.encode("今天天气很好。你好吗？我很好")
+    with torch.no_grad():
+        logits = page_model(torch.tensor([ids]))[0][0]
+    settings = [dict(temperature=1.0), dict(temperature=0.7, top_k=5, top_p=0.9),
+                dict(temperature=1.5, top_p=0.5), dict(temperature=0)]
+    js = [{"temperature": s["temperature"], "topK": s.get("top_k"), "topP": s.get("top_p")} for s in settings]
+    out = run_node(tmp_path, model, vocab, ids, 40, js, logits[-1].tolist())
+
+    assert float((torch.tensor(out["logits"]) - logits).abs().max()) < 1e-5
+    for s, page_p in zip(settings, out["probs"], strict=True):
+        torch_p = sampling.next_token_probs(logits[-1], **s).double()
+        page_p = torch.tensor(page_p)
+        assert torch.equal(page_p > 0, torch_p > 0), s
+        assert float((page_p - torch_p).abs().max()) < 1e-6, s
+    greedy = sampling.generate(page_model, torch.tensor([ids]), 40, temperature=0)[0, len(ids):]
+    assert out["greedy"] == greedy.tolist()                    # 14 + 40 > block_size 16: slides
+    assert out["context"] == [sampling._context_start(*args) for args in
+                              [(5, 0, 4), (9, 0, 4), (12, 4, 8), (3, 0, 1)]]
+    assert out["erf"] == pytest.approx([float(torch.erf(torch.tensor(x, dtype=torch.float64)))
+                                        for x in [-4, -2.5, -0.3, 0, 0.7, 3, 5.5]], abs=1e-14)
+    from course_utils.data import to_fullwidth
+    assert out["fullwidth"] == to_fullwidth("你好?,", vocab)
+    assert out["encode"] == vocab.encode("你<sep>好☃")
+    assert "the prompt is empty" in out["empty"] and "is in the vocabulary" in out["unknown"]
+
+
+# ---------------------------------------------------------------------------- the committed files
+
+
+def _printed(notebook: str, pattern: str) -> re.Match:
+    """The first stored output line of `notebook` that matches `pattern`."""
+    cells = json.loads((REPO / "nbs" / notebook).read_text(encoding="utf-8"))["cells"]
+    for cell in cells:
+        for out in cell.get("outputs", []):
+            for line in "".join(out.get("text", "")).splitlines():
+                m = re.search(pattern, line)
+                if m:
+                    return m
+    pytest.fail(f"{notebook} has no stored output matching {pattern!r}")
+
+
+def test_site_news_model_is_chapter_08s():
+    """Chapter 08 printed 60 characters of the greedy continuation of 中国人民 under `cpu`;
+    the news model the site ships continues it the same way."""
+    model, vocab, meta = export.load_browser(export.STATIC_MODELS / "news.js")
+    assert meta["profile"] == "cpu"
+    printed = _printed("08_sampling.ipynb", r"^penalty 1\.0: .*\| (.*)$").group(1)
+    prompt = "中国人民"
+    out = sampling.generate(model, torch.tensor([vocab.encode(prompt)]), 80, temperature=0)
+    text = prompt + vocab.decode(out[0, len(prompt):].tolist(), skip_special=True)
+    assert text[:len(printed)] == printed
+
+
+def test_site_dialogue_model_is_chapter_11s():
+    """Chapter 11's terminal chat replied greedily to 你好 and 你是谁? under `cpu`; the dialogue
+    model the site ships gives the same replies."""
+    from course_utils.chat import Conversation
+
+    model, vocab, meta = export.load_browser(export.STATIC_MODELS / "dialogue.js")
+    assert meta["profile"] == "cpu"
+    cells = json.loads((REPO / "nbs" / "11_finetune_dialogue.ipynb").read_text(encoding="utf-8"))["cells"]
+    printed = next("".join(o.get("text", "")) for c in cells if "course_utils.chat" in "".join(c["source"])
+                   and "subprocess" in "".join(c["source"]) for o in c.get("outputs", []) if "机>" in "".join(o.get("text", "")))
+    replies = re.findall(r"机> (.*)", printed)
+    conv = Conversation(model, vocab, max_new_tokens=min(40, model.config.block_size // 2), temperature=0)
+    assert [conv.say(m) for m in ["你好", "你是谁?"]] == replies
