@@ -12,7 +12,7 @@ TORCH_PIN ?= torch==2.13.0
 NBS     = $(sort $(wildcard nbs/[0-9]*.ipynb))
 BOOK_FLAGS = --config book/_config.yml --toc _toc.yml --path-output book
 
-.PHONY: env book test unit nbtest booktest lab execute sync bench browser-models runtimes e2e e2e-deps lint clean
+.PHONY: env book cjk-font test unit nbtest booktest lab execute sync bench browser-models runtimes e2e e2e-deps lint clean
 
 env: $(VENV)/.installed
 
@@ -23,7 +23,24 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-book: env
+# The CJK font subset the site ships (tools/cjk_font.py: Noto Sans CJK SC from the mplfonts
+# package, cut to the characters the book and its demos can show, about 0.9 MB of WOFF2), remade
+# only when the text it covers changes. Git-ignored build outputs, like the site.
+CJK_FONT = book/_static/fonts/book-cjk.woff2
+CJK_CSS  = book/_static/cjk-font.css
+
+cjk-font: $(CJK_FONT) $(CJK_CSS)
+
+$(CJK_FONT): tools/cjk_font.py _toc.yml $(NBS) \
+             $(wildcard book/*.md book/*.bib book/_static/*.js book/_static/models/*.js) \
+             | $(VENV)/.installed
+	$(PY) tools/cjk_font.py
+
+# Written by the same run, just after the font; remade if it alone went missing.
+$(CJK_CSS): $(CJK_FONT)
+	@if test -f $@; then touch $@; else $(PY) tools/cjk_font.py; fi
+
+book: env $(CJK_FONT) $(CJK_CSS)
 	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
 	@echo "open book/_build/html/index.html"
 
@@ -35,7 +52,7 @@ unit: env
 nbtest: env
 	COURSE_PROFILE=ci $(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=900 $(NBS)
 
-booktest: env
+booktest: env $(CJK_FONT) $(CJK_CSS)
 	rm -rf book/_build
 	$(BIN)/jupyter-book build . $(BOOK_FLAGS) --warningiserror --nitpick --keep-going --all
 
@@ -83,7 +100,7 @@ e2e-deps:
 
 # The site, rebuilt only when it is missing or older than what it is built from.
 $(SITE): _toc.yml book/_config.yml $(wildcard book/*.md book/*.bib book/images/* book/generated/*) \
-         $(wildcard book/_static/*.js book/_static/models/*.js) $(NBS)
+         $(wildcard book/_static/*.js book/_static/models/*.js) $(NBS) $(CJK_FONT) $(CJK_CSS)
 	$(MAKE) book
 	touch $@
 
@@ -91,4 +108,4 @@ lint: env
 	$(BIN)/ruff check course_utils tests bench tools nbs/*.py
 
 clean:
-	rm -rf book/_build .cache .pytest_cache
+	rm -rf book/_build .cache .pytest_cache book/_static/fonts $(CJK_CSS)

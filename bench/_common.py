@@ -11,9 +11,15 @@ import torch
 
 def machine_info(device: torch.device | str = "cpu") -> dict:
     """What the numbers were measured on: printed at the top of every benchmark."""
+    from course_utils import config
+
     device = torch.device(device)
+    load = config.load_average()
     info = {"python": platform.python_version(), "torch": torch.__version__,
-            "platform": platform.platform(terse=True), "cpu count": os.cpu_count(),
+            "platform": platform.platform(terse=True), "cpu": config.cpu_model(),
+            "cpu flags": ", ".join(k for k, v in config.cpu_flags().items() if v) or "none of "
+            + "/".join(config.CPU_FLAGS), "cpu count": os.cpu_count(),
+            "load average": "n/a" if load is None else " ".join(f"{x:.2f}" for x in load),
             "torch threads": torch.get_num_threads(), "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

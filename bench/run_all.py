@@ -26,16 +26,6 @@ sys.path.insert(0, str(ROOT))  # run from a source checkout
 from course_utils.vocab import atomic_write_text  # noqa: E402
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine_section(profile: str) -> str:
     import torch
 
@@ -47,8 +37,13 @@ def machine_section(profile: str) -> str:
     except (OSError, StopIteration, ValueError):
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    rows = [("date", dt.date.today().isoformat()), ("profile", profile), ("CPU", cpu_model()),
-            ("cores", str(os.cpu_count())), ("memory", mem), ("GPU", gpu),
+    from course_utils import config
+
+    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in config.cpu_flags().items())
+    load = config.load_average()
+    rows = [("date", dt.date.today().isoformat()), ("profile", profile), ("CPU", config.cpu_model()),
+            ("CPU flags", flags), ("cores", str(os.cpu_count())), ("memory", mem), ("GPU", gpu),
+            ("load average at the start", "n/a" if load is None else " ".join(f"{x:.2f}" for x in load)),
             ("python", platform.python_version()), ("torch", torch.__version__),
             ("torch threads", str(torch.get_num_threads()))]
     return "| machine | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"

@@ -228,3 +228,107 @@ def dialogue_lm(profile=None, *, dialogues=None, force: bool = False, progress: 
                            history=history, extra=info)
     atomic_save(ckpt, path)
     return model.eval(), vocab, dict(info, path=path, history=history)
+
+
+# ---------------------------------------------------------------- reviews (chapter 10)
+
+SENTIMENT_TEST_SEED, SENTIMENT_VAL_SEED = 0, 1
+
+
+def sentiment_splits(profile=None, vocab: Vocab | None = None):
+    """(fit, validation, test) DataFrames of the deduplicated reviews, as chapter 10 splits
+    them: 10% test, then 10% of the rest for validation, stratified, no text on two sides.
+    Each has a `text` column: the review through `data.to_fullwidth` for the news vocabulary.
+    Under a profile with `max_docs` (ci), a sample of each split."""
+    from .config import get_profile
+
+    profile = profile or get_profile()
+    vocab = vocab or news_vocab()
+    train_df, test_df = data.split_sentiment(data.load_sentiment(), test_size=0.1, seed=SENTIMENT_TEST_SEED)
+    fit_df, val_df = data.split_sentiment(train_df, test_size=0.1, seed=SENTIMENT_VAL_SEED)
+    if profile.max_docs:
+        fit_df = fit_df.head(profile.max_docs)
+        val_df = val_df.head(profile.max_docs // 4)
+        test_df = test_df.head(profile.max_docs // 2)
+    out = []
+    for df in (fit_df, val_df, test_df):
+        df = df.copy()
+        df["text"] = [data.to_fullwidth(t, vocab) for t in df.review]
+        out.append(df)
+    return tuple(out)
+
+
+def review_path(profile=None) -> Path:
+    from .config import get_profile
+
+    return cache_dir() / f"reviews_lm_{(profile or get_profile()).name}.pt"
+
+
+def review_windows(texts, vocab: Vocab, batch_size: int, block_size: int, seed: int):
+    """Review texts packed into one token stream (each followed by `<sep>`), as random windows."""
+    from .train import WindowBatches
+
+    return WindowBatches(pack_documents(list(texts), vocab), batch_size, block_size, seed=seed)
+
+
+def review_lm(profile=None, *, force: bool = False, progress: bool = True, device=None):
+    """Domain-adaptive pretraining (ULMFiT's second stage): the news GPT of chapter 05, trained
+    further as a language model on the review text of the *fit* split only (never a validation
+    or test review), `profile.adapt_steps` steps at peak rate `profile.adapt_lr`, keeping the
+    evaluation with the lowest loss on the validation reviews. Cached.
+
+    Returns `(model, vocab, info)`; `info` has the review and news validation losses before
+    and after, the best step, the minutes it took and the training history.
+    """
+    import tempfile
+    import time
+
+    from .config import get_device, get_profile, seed_everything
+    from .train import TrainConfig, atomic_save, evaluate, load_checkpoint, make_checkpoint, train
+
+    profile = profile or get_profile()
+    device = torch.device(device) if device else get_device()
+    path = review_path(profile)
+    vocab = news_vocab()
+    cached = None if force else _load_cached(path, device, vocab, "review-adapted model",
+                                             "(or pass force=True) to rebuild it")
+    if cached is not None:
+        return cached
+
+    model, vocab, pre_info = pretrained_lm(profile, progress=progress, device=device)
+    fit_df, val_df, _ = sentiment_splits(profile, vocab)
+    block, batch = model.config.block_size, profile.batch_size
+    fit_src = review_windows(fit_df.text, vocab, batch, block, seed=0)
+    val_src = review_windows(val_df.text, vocab, batch, block, seed=1)
+    news_val = news_val_windows(batch, block)
+    iters = profile.eval_iters
+    before = {"reviews": evaluate(model, val_src, iters, device), "news": evaluate(model, news_val, iters, device)}
+    steps = profile.adapt_steps
+    cfg = TrainConfig(max_steps=steps, lr=profile.adapt_lr, warmup_steps=max(1, steps // 20),
+                      eval_interval=max(2, steps // 10), eval_iters=iters, log_interval=max(1, steps // 100),
+                      weight_decay=0.1, progress=progress)
+    seed_everything(0)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".reviews_run.") as run_dir:
+        cfg.checkpoint_dir, cfg.keep_last = run_dir, 1
+        result = train(model, fit_src, cfg, val_source=val_src, vocab=vocab, device=device)
+        best = load_checkpoint(Path(run_dir) / "best.pt", map_location=device)
+        cfg.checkpoint_dir = None
+    model.load_state_dict(best["model"])
+    minutes = (time.perf_counter() - t0) / 60
+    after = {"reviews": evaluate(model, val_src, iters, device), "news": evaluate(model, news_val, iters, device)}
+    info = {"profile": profile.name, "steps": result.step, "best_step": best["step"],
+            "before": before, "after": after, "minutes": minutes,
+            "fit_reviews": len(fit_df), "fit_tokens": len(fit_src.tokens),
+            "pretrained_path": str(pre_info["path"])}
+    ckpt = make_checkpoint(model, step=best["step"], vocab=vocab, train_config=cfg,
+                           history=result.history, extra=info)
+    atomic_save(ckpt, path)
+    return model.eval(), vocab, dict(info, path=path, history=result.history)
+
+
+def news_val_windows(batch_size: int, block_size: int):
+    """The news validation windows the chapters evaluate on (seed 1)."""
+    from .train import WindowBatches
+
+    return WindowBatches(news_tokens("val"), batch_size, block_size, seed=1)

@@ -42,6 +42,9 @@ class Profile:
     # fine-tuning (chapters 10-11)
     finetune_lr: float
     finetune_steps: int
+    # domain adaptation (chapter 10): language-model steps on review text before fine-tuning
+    adapt_lr: float
+    adapt_steps: int
     # how much data a chapter may touch (None: all of it)
     max_docs: int | None
     description: str
@@ -67,7 +70,7 @@ PROFILES: dict[str, Profile] = {
         name="ci",
         d_model=32, n_heads=2, n_layers=2, d_ff=64, dropout=0.0, block_size=32,
         batch_size=8, lr=3e-3, max_steps=30, warmup_steps=5, eval_interval=10, eval_iters=2,
-        finetune_lr=1e-3, finetune_steps=20, max_docs=2000,
+        finetune_lr=1e-3, finetune_steps=20, adapt_lr=3e-3, adapt_steps=20, max_docs=2000,
         description="tiny model, a few dozen steps: checks that every cell runs",
     ),
     # A laptop without a GPU: minutes per notebook, enough to see real learning.
@@ -75,7 +78,7 @@ PROFILES: dict[str, Profile] = {
         name="cpu",
         d_model=128, n_heads=4, n_layers=4, d_ff=512, dropout=0.0, block_size=64,
         batch_size=32, lr=2e-3, max_steps=2500, warmup_steps=100, eval_interval=250, eval_iters=20,
-        finetune_lr=5e-4, finetune_steps=600, max_docs=None,
+        finetune_lr=5e-4, finetune_steps=600, adapt_lr=1e-3, adapt_steps=1000, max_docs=None,
         description="small model, minutes per notebook on a laptop CPU",
     ),
     # The course's settings on one GPU (an RTX 3090 in the original).
@@ -83,7 +86,8 @@ PROFILES: dict[str, Profile] = {
         name="gpu",
         d_model=256, n_heads=8, n_layers=6, d_ff=1024, dropout=0.1, block_size=128,
         batch_size=32, lr=1e-4, max_steps=20000, warmup_steps=500, eval_interval=1000,
-        eval_iters=50, finetune_lr=1e-5, finetune_steps=3000, max_docs=None,
+        eval_iters=50, finetune_lr=1e-5, finetune_steps=3000, adapt_lr=1e-4, adapt_steps=5000,
+        max_docs=None,
         description="the course's model (d_model 256, 8 heads, 6 layers) on a CUDA GPU",
     ),
 }
@@ -138,3 +142,54 @@ def summary(profile: Profile | None = None) -> str:
         f"profile={profile.name} ({profile.description}) | device={device} | "
         f"torch {torch.__version__} | python {platform.python_version()} | {threads} CPU threads"
     )
+
+
+# ---------------------------------------------------------------------------- the machine
+
+# CPU features that decide which speed-ups exist: bf16 arithmetic (avx512_bf16, AMX) and
+# the vector widths int8 and fp32 kernels use.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), or what the platform reports."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_flags(names=CPU_FLAGS) -> dict[str, bool]:
+    """Which of the CPU features `names` this machine has (all False where it cannot tell)."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return {name: name in flags for name in names}
+
+
+def load_average() -> tuple[float, float, float] | None:
+    """The 1, 5 and 15-minute load averages (None where the OS has none)."""
+    try:
+        return os.getloadavg()
+    except (OSError, AttributeError):
+        return None
+
+
+def machine_line() -> str:
+    """One line a timing cell prints beside its numbers: CPU, cores, threads, load, key flags."""
+    load = load_average()
+    flags = cpu_flags()
+    return (f"{cpu_model()} | {os.cpu_count()} cores | torch threads {torch.get_num_threads()} | "
+            f"load average {'n/a' if load is None else ' '.join(f'{x:.2f}' for x in load)} | "
+            f"{', '.join(f'{k} {chr(0x2713) if v else chr(0x2717)}' for k, v in flags.items())}")
+

@@ -297,7 +297,8 @@ def run(args: argparse.Namespace, env: DistEnv, device: torch.device, backend: s
                "val_loss": history["val_loss"][-1] if history["val_loss"] else None,
                "replica_spread": spread, "history": history}
     if is_main:
-        print(f"[rank 0] the {world} replicas agree: largest parameter difference between "
+        verdict = "agree" if spread == 0 else "DIFFER"
+        print(f"[rank 0] the {world} replicas {verdict}: largest parameter difference between "
               f"ranks {spread:.1e}; {summary['tokens_per_s']:,.0f} tokens/s over {wall:.1f} s",
               flush=True)
         if args.save_params:

@@ -165,6 +165,316 @@ def load_browser(path) -> tuple[GPT, Vocab, dict]:
     return _model_from(doc["config"], tensors), vocab, doc["meta"]
 
 
+# ---------------------------------------------------------------------------- Hugging Face
+
+
+class _quiet:
+    """Silence the progress bars and advice the exporting libraries print (restored after)."""
+
+    LOGGERS = ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "")
+
+    def __enter__(self):
+        import logging
+
+        self.levels = {name: logging.getLogger(name).level for name in self.LOGGERS}
+        for name in self.LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        try:
+            from transformers.utils import logging as hf_logging
+
+            self.hf = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled())
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            self.hf = None
+        return self
+
+    def __exit__(self, *exc):
+        import logging
+
+        for name, level in self.levels.items():
+            logging.getLogger(name).setLevel(level)
+        if self.hf is not None:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity(self.hf[0])
+            if self.hf[1]:
+                hf_logging.enable_progress_bar()
+        return False
+
+
+# The book's GPT is GPT-2 in all but size: the same pre-LayerNorm blocks, one fused q|k|v
+# projection, learned positions, a tied head. GPT-2's `Conv1D` stores a weight as
+# (in_features, out_features), the transpose of nn.Linear's (out_features, in_features).
+_HF_BLOCK = {  # ours (after "blocks.i.") -> GPT-2's (after "transformer.h.i."), transposed?
+    "ln1.weight": ("ln_1.weight", False), "ln1.bias": ("ln_1.bias", False),
+    "attn.qkv.weight": ("attn.c_attn.weight", True), "attn.qkv.bias": ("attn.c_attn.bias", False),
+    "attn.proj.weight": ("attn.c_proj.weight", True), "attn.proj.bias": ("attn.c_proj.bias", False),
+    "ln2.weight": ("ln_2.weight", False), "ln2.bias": ("ln_2.bias", False),
+    "mlp.fc.weight": ("mlp.c_fc.weight", True), "mlp.fc.bias": ("mlp.c_fc.bias", False),
+    "mlp.proj.weight": ("mlp.c_proj.weight", True), "mlp.proj.bias": ("mlp.c_proj.bias", False),
+}
+_HF_TOP = {"tok_emb.weight": "transformer.wte.weight", "pos_emb.weight": "transformer.wpe.weight",
+           "ln_f.weight": "transformer.ln_f.weight", "ln_f.bias": "transformer.ln_f.bias"}
+
+
+def _hf_name(name: str) -> tuple[str, bool]:
+    if name in _HF_TOP:
+        return _HF_TOP[name], False
+    _, layer, rest = name.split(".", 2)                          # blocks.{i}.{rest}
+    hf, transpose = _HF_BLOCK[rest]
+    return f"transformer.h.{layer}.{hf}", transpose
+
+
+def _with_biases(model: GPT, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """GPT-2 always has biases: a model built with bias=False gets zeros, which compute the same."""
+    full = dict(state)
+    for name, value in list(state.items()):
+        if name.endswith(".weight") and name not in ("tok_emb.weight", "pos_emb.weight"):
+            bias = name[: -len("weight")] + "bias"
+            if bias not in full:                                   # one bias per output row
+                full[bias] = torch.zeros(value.shape[0], dtype=value.dtype)
+    return full
+
+
+def gpt2_config(config: GPTConfig, vocab: Vocab | None = None):
+    """The `transformers.GPT2Config` that computes what `config` does."""
+    from transformers import GPT2Config
+
+    from .vocab import PAD, SEP
+
+    return GPT2Config(
+        vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.d_model,
+        n_layer=config.n_layers, n_head=config.n_heads, n_inner=config.d_ff,
+        activation_function="gelu",          # exact erf GELU, as F.gelu; GPT-2's own is "gelu_new"
+        resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
+        layer_norm_epsilon=1e-5, tie_word_embeddings=True, scale_attn_weights=True,
+        bos_token_id=SEP, eos_token_id=SEP, pad_token_id=PAD)
+
+
+def char_tokenizer(vocab: Vocab):
+    """A `transformers` fast tokenizer that reads text exactly as `vocab.encode` does: one token
+    per character, `<pad>`/`<unk>`/`<sep>` as single tokens, unknown characters as `<unk>`."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from .vocab import PAD_TOKEN, SEP_TOKEN, SPECIALS, UNK_TOKEN
+
+    tok = Tokenizer(models.WordLevel(vocab=dict(vocab.token2idx), unk_token=UNK_TOKEN))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character
+    tok.decoder = decoders.Fuse()                                 # join characters, no spaces
+    tok.add_special_tokens(list(SPECIALS))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=UNK_TOKEN, pad_token=PAD_TOKEN,
+                                   sep_token=SEP_TOKEN, eos_token=SEP_TOKEN, bos_token=SEP_TOKEN,
+                                   clean_up_tokenization_spaces=False, model_max_length=10**9)
+
+
+def to_gpt2(model: GPT):
+    """A `transformers.GPT2LMHeadModel` holding `model`'s weights (in eval mode)."""
+    from transformers import GPT2LMHeadModel
+
+    state = _with_biases(model, plain_state(model))
+    with _quiet():
+        hf = GPT2LMHeadModel(gpt2_config(model.config))
+    mapped = {}
+    for name, value in state.items():
+        hf_name, transpose = _hf_name(name)
+        mapped[hf_name] = (value.t() if transpose else value).detach().float().cpu().contiguous()
+    mapped["lm_head.weight"] = mapped["transformer.wte.weight"]
+    missing, unexpected = hf.load_state_dict(mapped, strict=False)
+    missing = [k for k in missing if not k.endswith((".attn.bias", ".attn.masked_bias"))]
+    if missing or unexpected:
+        raise ExportError(f"GPT-2 weights not filled: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    hf.tie_weights()
+    return hf.eval()
+
+
+def to_huggingface(model: GPT, vocab: Vocab, out_dir) -> Path:
+    """Write a `transformers` checkpoint of `model` (config.json + model.safetensors) and its
+    character tokenizer to `out_dir`, loadable with `AutoModelForCausalLM.from_pretrained`
+    and `AutoTokenizer.from_pretrained`, offline. The folder is written next to `out_dir` and
+    renamed into place, so a failed export leaves no half-written checkpoint."""
+    import shutil
+    import tempfile
+
+    if len(vocab) != model.config.vocab_size:
+        raise ExportError(f"the vocabulary has {len(vocab)} tokens, the model {model.config.vocab_size}: "
+                          "export the vocabulary the model was trained with")
+    hf, tokenizer = to_gpt2(model), char_tokenizer(vocab)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        with _quiet():
+            hf.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def from_huggingface(path) -> tuple[GPT, Vocab]:
+    """The book's GPT and Vocab from a folder written by `to_huggingface` (or any GPT-2
+    checkpoint the book's GPT can express: exact GELU, LayerNorm epsilon 1e-5, a tied head)."""
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face checkpoint folder")
+    with _quiet():
+        hf = GPT2LMHeadModel.from_pretrained(path)
+    c = hf.config
+    problems = [f"{k}={getattr(c, k)!r} (the book's GPT needs {v!r})" for k, v in
+                {"activation_function": "gelu", "layer_norm_epsilon": 1e-5,
+                 "tie_word_embeddings": True}.items() if getattr(c, k) != v]
+    if problems:
+        raise ExportError(f"{path}: this GPT-2 cannot be expressed by the book's GPT: {'; '.join(problems)}")
+    config = GPTConfig(vocab_size=c.vocab_size, block_size=c.n_positions, d_model=c.n_embd,
+                       n_heads=c.n_head, n_layers=c.n_layer, d_ff=c.n_inner or 4 * c.n_embd,
+                       dropout=c.resid_pdrop)
+    model = GPT(config)
+    hf_state = hf.state_dict()
+    state = {}
+    for name in plain_state(model):
+        hf_name, transpose = _hf_name(name)
+        value = hf_state[hf_name]
+        state[name] = value.t().contiguous() if transpose else value.clone()
+    state[_TIED] = state["tok_emb.weight"]
+    model.load_state_dict(state)
+    with _quiet():
+        vocab = Vocab(AutoTokenizer.from_pretrained(path).get_vocab())
+    return model.eval(), vocab
+
+
+# ---------------------------------------------------------------------------- ONNX
+
+
+class _LogitsOnly(torch.nn.Module):
+    """The forward pass ONNX sees: token ids (batch, time) in, logits (batch, time, vocab) out."""
+
+    def __init__(self, model: GPT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx):
+        return self.model(idx)[0]
+
+
+def to_onnx(model: GPT, path, *, quantize: bool = False) -> Path:
+    """Export the forward pass to ONNX (dynamic batch, length 1..block_size), check it with
+    `onnx.checker`; with `quantize`, also write `<name>.int8.onnx` (ONNX Runtime's dynamic
+    int8 quantizer) next to it. Returns the path of the fp32 model."""
+    import os
+    import tempfile
+    import warnings
+
+    import onnx
+
+    exportable = browser_model(model, "float32")          # a plain GPT: merged LoRA, no extras
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    T = min(8, model.config.block_size)
+    example = torch.zeros(2, T, dtype=torch.long)
+    batch, time_ = torch.export.Dim("batch", min=1), torch.export.Dim("time", min=1, max=model.config.block_size)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
+    os.close(fd)
+    try:
+        with warnings.catch_warnings(), _quiet():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(_LogitsOnly(exportable).eval(), (example,), dynamo=True,
+                                        input_names=["idx"], output_names=["logits"],
+                                        dynamic_shapes={"idx": {0: batch, 1: time_}},
+                                        external_data=False, verbose=False)
+        program.save(tmp)
+        onnx.checker.check_model(onnx.load(tmp), full_check=True)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    if quantize:
+        quantize_onnx(path, path.with_suffix(".int8.onnx"))
+    return path
+
+
+def quantize_onnx(src, dst) -> Path:
+    """ONNX Runtime's dynamic int8 quantization of an exported model (weights int8 per tensor,
+    activations quantized on the fly), written atomically."""
+    import os
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    dst = Path(dst)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".onnx")
+    os.close(fd)
+    try:
+        with _quiet():
+            quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dst)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return dst
+
+
+def onnx_session(path, threads: int | None = None):
+    """An ONNX Runtime inference session on the CPU (`threads` intra-op threads, None: its default)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_logits(session):
+    """A function (ids) -> logits of the last position, running an ONNX Runtime session."""
+    def last_logits(ids: list[int]) -> np.ndarray:
+        return session.run(None, {"idx": np.asarray([ids], dtype=np.int64)})[0][0, -1]
+    return last_logits
+
+
+def torch_logits(model: GPT):
+    """A function (ids) -> logits of the last position, running `model` (the whole window)."""
+    @torch.no_grad()
+    def last_logits(ids: list[int]) -> np.ndarray:
+        return model(torch.tensor([ids]))[0][0, -1].float().numpy()
+    return last_logits
+
+
+def greedy_decode(last_logits, ids: list[int], n: int, block_size: int) -> list[int]:
+    """`n` greedy tokens after `ids` with any forward function (no KV cache: each step runs
+    the whole window), sliding the window by half a block as `sampling.generate` does."""
+    from .sampling import _context_start
+
+    ids, start = list(ids), 0
+    for _ in range(n):
+        start = _context_start(len(ids), start, block_size)
+        ids.append(int(np.argmax(last_logits(ids[start:]))))
+    return ids
+
+
+def time_decoding(runs: dict, ids: list[int], n: int, block_size: int, rounds: int = 3) -> dict:
+    """Tokens per second of greedy decoding for each `last_logits` function in `runs`, timed
+    side by side: every round times each once (alternating the order), the best round counts.
+    Also checks that they all produce the same tokens."""
+    import time
+
+    best = {name: float("inf") for name in runs}
+    outputs = {name: greedy_decode(fn, ids, 2, block_size) for name, fn in runs.items()}  # warm-up
+    for r in range(rounds):
+        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+            t0 = time.perf_counter()
+            outputs[name] = greedy_decode(runs[name], ids, n, block_size)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: {"tokens_per_s": n / best[name], "tokens": outputs[name]} for name in runs}
+
+
 # ---------------------------------------------------------------------------- the site's models
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -210,6 +211,66 @@ def classification_report(pred: Sequence[int], true: Sequence[int]) -> dict:
             "confusion": confusion_matrix(true, pred, labels=[0, 1])}
 
 
+# ---------------------------------------------------------------------------- how sure are we?
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval of an accuracy of `correct` out of `n` (95% by default):
+    better behaved than p ± z·sqrt(p(1-p)/n) near 0 and 1 and for small n."""
+    if n < 1 or not 0 <= correct <= n:
+        raise ValueError(f"need 0 <= correct <= n and n >= 1, got correct={correct}, n={n}")
+    p = correct / n
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def bootstrap_interval(pred: Sequence[int], true: Sequence[int], metric: str = "f1",
+                       n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """A percentile bootstrap interval of `metric` ('accuracy' or macro 'f1'): resample the
+    test set with replacement `n_boot` times and take the middle `level` of the scores."""
+    from sklearn.metrics import f1_score
+
+    if metric not in ("accuracy", "f1"):
+        raise ValueError(f"metric must be 'accuracy' or 'f1', got {metric!r}")
+    pred, true = np.asarray(pred), np.asarray(true)
+    rng = np.random.default_rng(seed)
+    scores = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(true), len(true))
+        scores.append(float((pred[i] == true[i]).mean()) if metric == "accuracy"
+                      else float(f1_score(true[i], pred[i], average="macro", labels=[0, 1])))
+    lo, hi = np.quantile(scores, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def mcnemar(pred_a: Sequence[int], pred_b: Sequence[int], true: Sequence[int]) -> dict:
+    """McNemar's exact test: do classifiers A and B, on the same test items, differ in accuracy?
+
+    Only the items where exactly one of them is right count: `a_only` (A right, B wrong) and
+    `b_only`. Under the null hypothesis each such item is a fair coin, so the two-sided p-value
+    is 2 · P(Binomial(a_only + b_only, 1/2) <= min(a_only, b_only)), capped at 1.
+    """
+    pred_a, pred_b, true = (np.asarray(x) for x in (pred_a, pred_b, true))
+    if not len(pred_a) == len(pred_b) == len(true):
+        raise ValueError("the two predictions and the labels must cover the same test items")
+    right_a, right_b = pred_a == true, pred_b == true
+    a_only, b_only = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+    n, k = a_only + b_only, min(a_only, b_only)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n if n else 1.0
+    return {"a_only": a_only, "b_only": b_only, "p_value": min(1.0, 2 * tail)}
+
+
+def score(pred: Sequence[int], true: Sequence[int], n_boot: int = 1000) -> dict:
+    """Accuracy with its Wilson interval and macro F1 with a bootstrap interval (95%)."""
+    pred, true = np.asarray(pred), np.asarray(true)
+    report = classification_report(pred, true)
+    correct = int((pred == true).sum())
+    return {"accuracy": report["accuracy"], "accuracy_ci": wilson_interval(correct, len(true)),
+            "f1": report["f1"], "f1_ci": bootstrap_interval(pred, true, "f1", n_boot),
+            "confusion": report["confusion"]}
+
+
 # ---------------------------------------------------------------------------- features
 
 
@@ -236,6 +297,87 @@ def pooled_features(model: GPTClassifier, dataset, batch_size: int = 128, device
         labels.append(torch.stack(ys))
     model.train(was_training)
     return torch.cat(feats), torch.cat(labels)
+
+
+@torch.no_grad()
+def frozen_pass(model: GPT, dataset, poolings: Iterable[tuple[str, bool]] = (("last", True),),
+                batch_size: int = 128, desc: str = "", progress: bool = True):
+    """One pass of a frozen GPT over a dataset of (ids, label) pairs. Returns the inputs of its
+    last block (N, T, d_model), for training only the top, and its final hidden states pooled
+    in each (pooling, mask_padding) way of `poolings`, for training only a head."""
+    from tqdm.auto import tqdm
+
+    poolings = list(poolings)
+    was_training = model.training
+    model.eval()
+    caught: list[torch.Tensor] = []
+    hook = model.blocks[-1].register_forward_pre_hook(lambda block, args: caught.append(args[0]))
+    pooled: dict = {key: [] for key in poolings}
+    try:
+        starts = range(0, len(dataset), batch_size)
+        for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, dynamic_ncols=True):
+            xb = torch.stack([dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))])
+            hidden = model.hidden_states(xb.to(next(model.parameters()).device))
+            for how, mask in poolings:
+                pooled[how, mask].append(pool(hidden, xb.to(hidden.device), how, mask).cpu())
+    finally:
+        hook.remove()
+        model.train(was_training)
+    return torch.cat(caught).cpu(), {key: torch.cat(v) for key, v in pooled.items()}
+
+
+class HeadOnFeatures(nn.Module):
+    """A classifier's dropout and head (shared, not copied), fed precomputed pooled features:
+    trains exactly the "head" strategy without running the frozen GPT at every step."""
+
+    def __init__(self, classifier: GPTClassifier):
+        super().__init__()
+        self.drop, self.head = classifier.drop, classifier.head
+        self.config = classifier.config                  # what a checkpoint records
+
+    def forward(self, feats, targets=None):
+        logits = self.head(self.drop(feats))
+        return logits, None if targets is None else F.cross_entropy(logits, targets.long())
+
+
+class TopOfGPT(nn.Module):
+    """A classifier's last block, final LayerNorm, dropout and head (shared with it), run on the
+    cached inputs of the last block. Its input is a row number into `cache` (N, T, d_model)
+    and `ids` (N, T), so the book's batch sources and `train` work unchanged."""
+
+    def __init__(self, classifier: GPTClassifier, cache: torch.Tensor, ids: torch.Tensor):
+        super().__init__()
+        backbone = classifier.backbone
+        self.block, self.ln_f = backbone.blocks[-1], backbone.ln_f
+        self.drop, self.head, self.pooling = classifier.drop, classifier.head, classifier.pooling
+        self.mask_padding, self.config = classifier.mask_padding, classifier.config
+        self.cache, self.ids = cache, ids
+
+    def forward(self, rows, targets=None):
+        r = rows.cpu()
+        hidden = self.ln_f(self.block(self.cache[r].to(rows.device)))
+        pooled = pool(hidden, self.ids[r].to(rows.device), self.pooling, self.mask_padding)
+        logits = self.head(self.drop(pooled))
+        return logits, None if targets is None else F.cross_entropy(logits, targets.long())
+
+
+def train_best(model: nn.Module, fit, val, cfg, batch_size: int, seed: int = 0):
+    """Train `model` on (input, label) datasets with the book's loop and keep the weights of the
+    evaluation with the lowest validation loss (steps chosen on validation, never on test).
+    Returns (the train result, the best step)."""
+    import tempfile
+
+    from .config import cache_dir
+    from .train import DatasetBatches, load_checkpoint, train
+
+    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".finetune_run.") as run_dir:
+        cfg.checkpoint_dir, cfg.keep_last = run_dir, 1
+        result = train(model, DatasetBatches(fit, batch_size, seed=seed), cfg,
+                       val_source=DatasetBatches(val, min(len(val), 4 * batch_size), seed=1))
+        best = load_checkpoint(Path(run_dir) / "best.pt")
+        cfg.checkpoint_dir = None
+    model.load_state_dict(best["model"])
+    return result, int(best["step"])
 
 
 # ---------------------------------------------------------------------------- embeddings

@@ -114,6 +114,8 @@ class GPT(nn.Module):
                 + (f" ({past} cached + {T} new)" if past else "")
                 + f": crop it to the last {limit} tokens, e.g. idx[:, -{limit}:]"
             )
+        if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+            return  # reading values breaks a compiled or exported graph: those checks run in eager only
         lo, hi = int(idx.min()), int(idx.max())
         if lo < 0 or hi >= self.config.vocab_size:
             bad = lo if lo < 0 else hi

@@ -69,6 +69,30 @@ def fontconfig_env(tmp: Path) -> dict:
     return {"FONTCONFIG_FILE": str(conf)}
 
 
+def mplfonts_folder() -> Path | None:
+    try:
+        import mplfonts
+    except ImportError:
+        return None
+    fonts = Path(mplfonts.__file__).parent / "fonts"
+    return fonts if fonts.is_dir() else None
+
+
+def system_fontconfig_env(tmp: Path) -> dict:
+    """The opposite of fontconfig_env: Chromium sees the system's fonts only, with mplfonts'
+    folder explicitly rejected, as in a reader's browser on a machine without CJK fonts (Debian's
+    default install has none). The site's own CJK font must then draw the Chinese."""
+    fonts = mplfonts_folder()
+    reject = (f"  <selectfont><rejectfont><glob>{fonts}/*</glob></rejectfont></selectfont>\n"
+              if fonts else "")
+    conf = tmp / "fonts.conf"
+    conf.write_text(
+        '<?xml version="1.0"?>\n<!DOCTYPE fontconfig SYSTEM "fonts.dtd">\n<fontconfig>\n'
+        '  <include ignore_missing="yes">/etc/fonts/fonts.conf</include>\n'
+        f"{reject}  <cachedir>{tmp / 'fontcache'}</cachedir>\n</fontconfig>\n")
+    return {"FONTCONFIG_FILE": str(conf)}
+
+
 class PageLog:
     """What a page reported: console errors, uncaught exceptions, failed or outside requests."""
 

@@ -9,13 +9,16 @@ from outside 127.0.0.1. A full-page screenshot of each page goes to e2e/artifact
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
 import yaml
-from support import REPO, PageLog, artifact
+from support import CHROMIUM, CHROMIUM_ARGS, REPO, PageLog, artifact, system_fontconfig_env
 
 # Errors a page may log without failing, each as (pattern, the reason it is harmless). Keep it
 # empty if you can. (Sphinx 7.4 used to emit sphinx-thebe's inline script twice, which threw
@@ -174,3 +177,179 @@ class Site:
 def site(site_url):
     url, root = site_url
     return Site(url, root)
+
+
+# ---------------------------------------------------------------------------- the CJK font
+
+# The site ships its own CJK font (tools/cjk_font.py: a subset of Noto Sans CJK SC, "Book CJK"
+# in book/_static/cjk-font.css), so a reader without Chinese system fonts sees Chinese, not empty
+# boxes. These tests use a second Chromium that sees only the system's fonts (the `browser`
+# fixture lends Chromium mplfonts' fonts, which hides a missing web font).
+CJK_FAMILY = "Book CJK"
+CJK_PAGE = "nbs/01_vocab.html"
+CJK_DEMO_PAGE = "nbs/08_sampling.html"
+CJK_FONT = Path("_static") / "fonts" / "book-cjk.woff2"
+CJK_TEXT = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]")
+
+FONT_REPORT = """async ([family, sample]) => {
+  await document.fonts.ready;
+  const faces = [...document.fonts].filter(f => f.family.replace(/["']/g, '') === family);
+  // The face is fetched on demand (unicode-range): wait for it if it is still on its way.
+  await Promise.all(faces.filter(f => f.status === 'loading').map(f => f.loaded.catch(() => null)));
+  const nav = [...document.querySelectorAll('nav.bd-docs-nav a')].find(a => /[\\u4e00-\\u9fff]/.test(a.innerText));
+  if (nav) nav.dataset.cjkProbe = 'nav';
+  const h1 = document.querySelector('main article h1');
+  if (h1) h1.dataset.cjkProbe = 'h1';
+  const pre = [...document.querySelectorAll('main article pre')].find(p => /[\\u4e00-\\u9fff]/.test(p.innerText));
+  if (pre) pre.dataset.cjkProbe = 'pre';
+  return {
+    faces: faces.map(f => ({status: f.status, family: f.family})),
+    check: document.fonts.check(`16px "${family}"`, sample),
+    stacks: {body: getComputedStyle(document.body).fontFamily,
+             nav: nav ? getComputedStyle(nav).fontFamily : null,
+             h1: h1 ? getComputedStyle(h1).fontFamily : null,
+             pre: pre ? getComputedStyle(pre).fontFamily : null},
+    nav: nav ? nav.innerText : null,
+    probes: {nav: nav ? nav.textContent : '', h1: h1 ? h1.textContent : '', pre: pre ? pre.textContent : ''},
+    text: document.body.innerText,
+  };
+}"""
+
+
+def system_has_cjk(env: dict) -> bool:
+    """Whether this machine's own fonts (mplfonts' left out) can draw Chinese: then the page may
+    rightly use them, and only the loading of the site's font is checked."""
+    if not shutil.which("fc-list"):
+        return False
+    out = subprocess.run(["fc-list", ":lang=zh", "file"], env=env, capture_output=True, text=True)
+    return bool(out.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def bare_browser(browser, tmp_path_factory):
+    """A second Chromium, from the same Playwright, that sees only the system's fonts."""
+    env = dict(os.environ, **system_fontconfig_env(tmp_path_factory.mktemp("bare-chromium")))
+    bare = browser.browser_type.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                       headless=True, env=env)
+    bare.system_has_cjk = system_has_cjk(env)
+    yield bare
+    bare.close()
+
+
+def platform_fonts(cdp, selector: str) -> list[dict]:
+    """The fonts Chromium actually drew the text inside `selector` with (DevTools' "Rendered
+    Fonts"): [{familyName, isCustomFont, glyphCount}, ...]."""
+    root = cdp.send("DOM.getDocument", {"depth": -1})["root"]["nodeId"]
+    node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
+    assert node, f"no element {selector}"
+    return cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+
+
+def assert_cjk_drawn_by_site_font(fonts: list[dict], text: str, where: str) -> None:
+    """Every CJK character of `text` was drawn with the site's font (a custom font), and Latin
+    letters, if any, with a system font (the theme's stack comes first)."""
+    custom = sum(f["glyphCount"] for f in fonts if f["isCustomFont"])
+    cjk = len(CJK_TEXT.findall(text))
+    assert cjk and custom >= cjk, (
+        f"{where}: {cjk} CJK characters in {text[:60]!r}, but only {custom} glyphs came from the "
+        f"site's font; Chromium drew it with {fonts}")
+    if re.search(r"[A-Za-z]", text):
+        assert any(not f["isCustomFont"] for f in fonts), (
+            f"{where}: the Latin text of {text[:60]!r} should keep the theme's font: {fonts}")
+
+
+def shipped_cmap(folder: Path) -> set[int]:
+    from fontTools.ttLib import TTFont
+
+    path = folder / CJK_FONT
+    assert path.is_file(), f"the site has no {CJK_FONT}: rebuild it with `make book`"
+    return set(TTFont(str(path)).getBestCmap())
+
+
+@pytest.mark.parametrize("how", ["http", "file"])
+def test_chinese_uses_the_sites_font(how, site_url, bare_browser):
+    """Chapter 01 in a Chromium without CJK fonts, over HTTP and opened from disk: the sidebar,
+    the heading and the outputs draw their Chinese with the site's "Book CJK" subset."""
+    url, folder = site_url
+    base = url if how == "http" else folder.resolve().as_uri()
+    context = bare_browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    log = PageLog(tab, base)
+    name = f"cjk-font-{how}"
+    try:
+        response = tab.goto(f"{base}/{CJK_PAGE}", wait_until="load")
+        assert response is None or response.ok, f"{CJK_PAGE}: HTTP {response.status}"
+        report = tab.evaluate(FONT_REPORT, [CJK_FAMILY, "词表"])
+        cdp = context.new_cdp_session(tab)
+        cdp.send("DOM.enable")
+        cdp.send("CSS.enable")
+        fonts = {probe: platform_fonts(cdp, f'[data-cjk-probe="{probe}"]')
+                 for probe in ("nav", "h1", "pre")}
+        tab.screenshot(path=artifact("site", f"{name}.png"), full_page=False)
+    finally:
+        log.dump(artifact("site", f"{name}.log.json"))
+        context.close()
+
+    # The stylesheet declares the face, and the page fetched and decoded it.
+    assert report["faces"], f"no @font-face for {CJK_FAMILY!r}: is _static/cjk-font.css linked?"
+    assert [f["status"] for f in report["faces"]] == ["loaded"], f"the font: {report['faces']}"
+    assert report["check"], f'document.fonts.check(\'16px "{CJK_FAMILY}"\', "词表") is false'
+    for where, stack in report["stacks"].items():
+        assert stack and CJK_FAMILY in stack, f"{where}: font-family {stack!r} lacks {CJK_FAMILY!r}"
+        assert not stack.strip().startswith(f'"{CJK_FAMILY}"'), f"{where}: {stack!r}: not a fallback"
+    assert report["nav"] and "词表" in report["nav"], f"sidebar entry: {report['nav']!r}"
+
+    # Every CJK character on the page has a glyph in the shipped font...
+    cmap = shipped_cmap(folder)
+    lacking = sorted({c for c in CJK_TEXT.findall(report["text"]) if ord(c) not in cmap})
+    assert not lacking, f"characters on the page the site's font lacks: {''.join(lacking)}"
+    # ...and Chromium drew them with it (unless this machine's own fonts can draw Chinese).
+    if not bare_browser.system_has_cjk:
+        for probe, used in fonts.items():
+            assert_cjk_drawn_by_site_font(used, report["probes"][probe], f"{CJK_PAGE} {probe}")
+
+    assert not log.outside, f"requests outside the site: {log.outside}"
+    assert not log.failed, f"failed requests: {log.failed}"
+    assert not unexpected(log.page_errors), f"uncaught exceptions: {log.page_errors}"
+    assert not unexpected(log.console), f"console errors: {log.console}"
+
+
+def test_demo_text_uses_the_sites_font(site_url, bare_browser):
+    """Chapter 08's live demo prints characters from the model's 4,690-token vocabulary: the site's
+    font has every one of them, and the generated sample is drawn with it."""
+    from course_utils import export
+
+    url, folder = site_url
+    cmap = shipped_cmap(folder)
+    for model in ("news", "dialogue"):
+        path = folder / "_static" / "models" / f"{model}.js"
+        vocab = export.load_browser(path)[1].idx2token
+        lacking = sorted({c for tok in vocab for c in tok
+                          if ord(c) > 0x7F and ord(c) not in cmap})
+        assert not lacking, f"{model}: vocabulary characters the site's font lacks: {lacking}"
+
+    context = bare_browser.new_context(viewport={"width": 1280, "height": 1000})
+    tab = context.new_page()
+    log = PageLog(tab, url)
+    try:
+        tab.goto(f"{url}/{CJK_DEMO_PAGE}", wait_until="load")
+        tab.wait_for_selector(".gpt-explorer[data-state]", timeout=60_000)
+        assert tab.eval_on_selector(".gpt-explorer", "el => el.dataset.state") == "ready"
+        report = tab.evaluate(FONT_REPORT, [CJK_FAMILY, "中国"])
+        sample = tab.inner_text(".gpt-explorer .gpt-sample")
+        cdp = context.new_cdp_session(tab)
+        cdp.send("DOM.enable")
+        cdp.send("CSS.enable")
+        used = platform_fonts(cdp, ".gpt-explorer .gpt-sample")
+        tab.locator(".gpt-explorer").screenshot(path=artifact("site", "cjk-font-demo.png"))
+    finally:
+        log.dump(artifact("site", "cjk-font-demo.log.json"))
+        context.close()
+
+    assert [f["status"] for f in report["faces"]] == ["loaded"], f"the font: {report['faces']}"
+    lacking = sorted({c for c in CJK_TEXT.findall(sample) if ord(c) not in cmap})
+    assert not lacking, f"the sample {sample!r} has characters the site's font lacks: {lacking}"
+    if not bare_browser.system_has_cjk:
+        assert_cjk_drawn_by_site_font(used, sample, f"{CJK_DEMO_PAGE} sample")
+    assert not log.failed and not log.outside, f"requests: {log.failed + log.outside}"
+    assert not unexpected(log.page_errors), f"uncaught exceptions: {log.page_errors}"

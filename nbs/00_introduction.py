@@ -174,9 +174,9 @@ for p in news[5:8]:
 # %% [markdown]
 # ### 3.2 Dialogues (Task 1)
 #
-# `chatterbot-corpus` has 467 short Chinese conversations, each a list of turns. That is tiny,
-# enough to show fine-tuning working, not enough for a good chatbot; chapter by chapter we say
-# what it can and cannot teach the model.
+# `chatterbot-corpus` has a few hundred short Chinese conversations (counted below), each a
+# list of turns. That is tiny, enough to show fine-tuning working, not enough for a good
+# chatbot; chapter by chapter we say what it can and cannot teach the model.
 
 # %%
 dialogues = data.load_dialogues()
@@ -185,6 +185,7 @@ print(f"{len(dialogues)} conversations, {turns.sum()} turns; turns per conversat
 print(turns.value_counts().sort_index().to_string())
 for d in dialogues[:3]:
     print(" | ".join(d))
+assert 100 < len(dialogues) < 1000  # "a few hundred", as the text above says
 
 # %% [markdown]
 # If you have a larger corpus, `load_dialogues(path)` reads your own UTF-8 file: one
@@ -224,6 +225,9 @@ print(cleaning.to_string())
 print("\nreviews per label (0 negative, 1 positive):")
 print(reviews.label.value_counts().sort_index().to_string())
 assert not reviews.review.duplicated().any()
+# what the text above says: about 35 thousand lines, about half of them repeats, some conflicts
+assert round(reviews.attrs["raw_rows"], -3) == 35_000 and reviews.attrs["conflicting_texts"] > 0
+assert 0.45 < reviews.attrs["duplicates_dropped"] / reviews.attrs["raw_rows"] < 0.55
 
 # %%
 for label, name in [(0, "negative"), (1, "positive")]:
@@ -254,11 +258,19 @@ for ax, (name, values) in zip(axes, samples.items(), strict=True):
     ax.legend()
 fig.tight_layout()
 plt.show()
+medians = {name: np.median(values) for name, values in samples.items()}
+counts, edges = np.histogram(samples["reviews"], bins=bins)
+bump = np.searchsorted(edges, 180) - 1                 # the bin that holds 180 characters
+# what the next paragraph says (the corpora are the same in every profile)
+assert 60 <= medians["news paragraphs"] <= 80 and lengths.max() > 1000
+assert medians["dialogue turns"] < medians["reviews"] < medians["news paragraphs"]
+assert counts[bump] > max(counts[bump - 1], counts[bump + 1])  # a local peak near 180
 
 # %% [markdown]
 # News paragraphs are long (a median around seventy characters, some over a thousand),
-# dialogue turns are very short, and reviews sit in between. The reviews have a second bump
-# near 180 characters. Is it a different kind of review? Look at the labels by length:
+# dialogue turns are very short, and reviews sit in between (the medians are in the legends).
+# The reviews have a second bump near 180 characters. Is it a different kind of review? Look
+# at the labels by length:
 
 # %%
 long_review = reviews.review.str.len().between(150, 260)
@@ -266,6 +278,8 @@ print(reviews.groupby(long_review).label.agg(["count", "mean"])
       .rename(index={False: "other lengths", True: "150-260 chars"},
               columns={"mean": "share positive"})
       .to_string(formatters={"share positive": "{:.1%}".format}))
+share = reviews.groupby(long_review).label.mean()
+assert share[True] > 0.5 > share[False]  # what the next paragraph says
 
 # %% [markdown]
 # The bump is mostly positive reviews, so length alone carries a hint of the label: a
@@ -301,12 +315,13 @@ print(reviews.groupby(long_review).label.agg(["count", "mean"])
 # >   starting Jupyter (or restart the kernel); changing it halfway through a notebook mixes
 # >   sizes from two profiles.
 # > - *Duplicates leak.* The source material split the raw review files without
-# >   deduplicating: 17,668 of the 35,123 lines are repeats and 47 texts carry both labels, so
-# >   a random split puts many test reviews in the training set. Always deduplicate (and drop
-# >   contradictions) before splitting; `load_sentiment()` does.
-# > - *The dialogue corpus is tiny.* 467 conversations cannot teach a model to chat in
-# >   general; expect a model that imitates their style. Plug in a larger file with
-# >   `load_dialogues(path)` if you have one.
+# >   deduplicating: about half of the lines are repeats and some texts carry both labels
+# >   (section 3.3 counts them), so a random split puts many test reviews in the training
+# >   set. Always deduplicate (and drop contradictions) before splitting; `load_sentiment()`
+# >   does.
+# > - *The dialogue corpus is tiny.* A few hundred conversations (section 3.2) cannot teach a
+# >   model to chat in general; expect a model that imitates their style. Plug in a larger
+# >   file with `load_dialogues(path)` if you have one.
 
 # %% [markdown]
 # ## Exercises
@@ -366,9 +381,10 @@ print(f"{positive_share(reviews):.1%} of the cleaned reviews are positive")
 # - The environment is checked: Python, PyTorch and every package the book needs, and the
 #   device PyTorch will use.
 # - One code path serves three profiles; the active one is printed at the top of every notebook.
-# - The three corpora, measured: about 1.84 million characters of news in 19.5 thousand
-#   paragraphs for pretraining; 467 small conversations for Task 1; 17.4 thousand unique,
-#   conflict-free reviews for Task 2 (from 35 thousand raw lines).
+# - The three corpora, measured in section 3 (the same numbers on every machine): People's
+#   Daily paragraphs for pretraining; a few hundred short conversations for Task 1; product
+#   reviews for Task 2, deduplicated and without contradictory labels, about half of the raw
+#   lines.
 #
 # **Next**, chapter 01 turns the news text into integer ids: a character vocabulary that is
 # the same in every process, and what it costs compared with word and BPE tokens.

@@ -98,6 +98,10 @@ ax.set(xlabel="paragraph length (characters; longer ones cut off at 400)",
        ylabel="paragraphs", title="The course's filter keeps a narrow band of the news")
 ax.legend()
 plt.show()
+kept_char_share = lengths[kept].sum() / lengths.sum()
+# what the next paragraph says (the whole corpus, in every profile)
+assert kept.mean() < 0.25 and kept_char_share < kept.mean()
+assert lengths[lengths > 64].sum() > 0.5 * lengths.sum()  # long paragraphs hold most of the text
 
 # %% [markdown]
 # Fewer than a quarter of the paragraphs are 16 to 64 characters long, and since the long
@@ -117,6 +121,8 @@ print(f"sentences of 16-64 characters: {kept_sentences.sum():,} of {len(sentence
       f"({kept_sentences.mean():.1%}); characters in them: "
       f"{sentence_lengths[kept_sentences].sum() / sentence_lengths.sum():.1%}")
 assert "".join(sentences) == "".join(news)  # the split loses no character
+# as the text above says: better than filtering paragraphs, yet a large part of the text is lost
+assert kept_char_share < sentence_lengths[kept_sentences].sum() / sentence_lengths.sum() < 0.7
 
 # %% [markdown]
 #
@@ -257,6 +263,8 @@ for style, fractions in useful.items():
           f"(min {np.min(fractions):.1%}, max {np.max(fractions):.1%}, {len(fractions)} batches)")
 sep_share = float((yp == SEP).float().mean())
 print(f"(in the packed batch, {sep_share:.1%} of the targets are <sep> document boundaries)")
+gain = np.mean(useful["packed windows"]) / np.mean(useful["padded lines (course)"])
+print(f"packed batches carry {gain:.2f} times as many useful targets as padded ones")
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -270,12 +278,16 @@ ax.set(ylabel="non-<pad> targets per batch (%)", ylim=(0, 105), xlim=(-0.6, 1.6)
        title=f"Useful tokens in {n_batches} batches of {batch_size}x{SEQ_LEN}")
 ax.legend(loc="lower right")
 plt.show()
+assert min(useful["packed windows"]) == 1.0  # packed batches are all text, in every profile
+if profile.name != "ci":  # what the next paragraph says (ci's batches of 8 vary more)
+    assert max(useful["padded lines (course)"]) < 0.8 and gain > 1.5
 
 # %% [markdown]
 # With the course's padding, a large share of every batch is `<pad>`: computed, then thrown
 # away by `ignore_index`. The packed batches are all text: for the same compute they carry
-# nearly twice as many useful targets, *and* they draw them from the whole corpus rather
-# than the filtered part of section 2. The later chapters pretrain on packed windows.
+# well over one and a half times as many useful targets (the ratio printed above), *and*
+# they draw them from the whole corpus rather than the filtered part of section 2. The later
+# chapters pretrain on packed windows.
 #
 # ## 5. A batch, seen
 #
@@ -333,14 +345,17 @@ print(f"news: {len(train_idx):,} training and {len(val_idx):,} validation paragr
       f"no paragraph in both")
 train_set = set(train_docs)
 repeated = [p for p in val_docs if p in train_set]
-print(f"identical *texts* in both halves: {len(repeated)} short paragraphs, "
-      f"{sum(map(len, repeated)) / sum(map(len, val_docs)):.2%} of the validation characters, e.g. "
-      + ", ".join(text for text, _ in Counter(repeated).most_common(4)))
+repeated_share = sum(map(len, repeated)) / sum(map(len, val_docs))
+print(f"identical *texts* in both halves: {len(repeated)} paragraphs (median length "
+      f"{np.median([len(p) for p in repeated]):.0f} characters), {repeated_share:.2%} of the "
+      "validation characters, e.g. " + ", ".join(text for text, _ in Counter(repeated).most_common(4)))
+assert repeated_share < 0.01  # "a tiny share of the text", as the next paragraph says
 
 # %% [markdown]
-# The corpus itself repeats a few boilerplate paragraphs (captions like `图片：`, bylines like
-# `本报评论员`); they appear on both sides because they appear many times in the newspaper, not
-# because the split leaks. They are a tiny share of the text, so we keep them.
+# The corpus itself repeats a few paragraphs, mostly boilerplate (captions like `图片：`,
+# bylines like `本报记者阎晓明`); they appear on both sides because they appear several times
+# in the newspaper, not because the split leaks. They are a tiny share of the text, so we
+# keep them.
 #
 # For the reviews of Task 2 leakage is a real danger: the raw files repeat half their lines
 # (chapter 00). `data.split_sentiment` works on the deduplicated, conflict-free reviews and

@@ -48,6 +48,10 @@ config.seed_everything(0)
 # %% [markdown]
 # ## 1. The shape of a GPT
 #
+# ![The GPT from token ids through token and position embeddings, N pre-LayerNorm blocks, the final LayerNorm and the head tied to the token embedding; one block zoomed: the residual stream with an attention branch and an MLP branch added back](../book/images/gpt_block.png)
+#
+# *The GPT of `course_utils.model`: pre-LayerNorm blocks only add to the residual stream, and the output head reuses the token-embedding matrix.*
+#
 # A sequence of token ids $t_1..t_T$ becomes a matrix $x^{(0)} \in \mathbb{R}^{T\times d}$
 # ($d = d_\text{model}$): row $i$ is the token's embedding plus the embedding of position $i$.
 # Then $L$ identical blocks each read the **residual stream** (残差流) $x$ and add their
@@ -243,6 +247,7 @@ def depth_profile(norm):
     return pd.DataFrame({"block": range(1, depth + 1), "stream_rms": rms, "grad_norm": grads}), loss.item()
 
 
+# %%
 pre, loss_pre = depth_profile("pre")
 post, loss_post = depth_profile("post")
 print(f"initial loss: pre-norm {loss_pre:.3f}, post-norm {loss_post:.3f} (ln V = {math.log(V):.3f})")
@@ -267,6 +272,15 @@ for ax in (ax1, ax2):
     ax.legend()
 fig.tight_layout()
 plt.show()
+later = post.grad_norm.iloc[1:]                          # post-norm blocks 2..depth
+# what the next paragraph says
+assert (post.stream_rms - 1).abs().max() < 1e-3          # post-norm: rms pinned at 1
+if profile.name != "ci":
+    assert pre.stream_rms.is_monotonic_increasing and pre.stream_rms.iloc[0] < 0.05
+    assert pre.grad_norm.max() / pre.grad_norm.min() < 10
+    assert pre.grad_norm.iloc[0] > pre.grad_norm.iloc[-1]
+    assert later.max() / later.min() < 1.5 and pre.grad_norm.min() > 10 * later.max()
+    assert post.grad_norm.iloc[0] > 5 * later.max()
 
 # %% [markdown]
 # What the measurement shows (the table above holds the numbers of this run):
@@ -402,6 +416,9 @@ expected = {"token embedding (= tied head)": V * d, "position embedding": 128 * 
 assert breakdown.parameters.to_dict() == expected
 print(breakdown.to_string())
 print(f"total {breakdown.parameters.sum():,}")
+mlp, attn = expected["MLP (all blocks)"], expected["attention (all blocks)"]
+assert round(3 * mlp / (mlp + attn)) == 2  # the next paragraph: two thirds, and a fifth
+assert round(5 * expected["token embedding (= tied head)"] / breakdown.parameters.sum()) == 1
 
 # %% [markdown]
 # The MLPs hold two thirds of the block parameters ($2 d\,d_\text{ff} = 8d^2$ against
@@ -427,9 +444,9 @@ print(f"summing the state_dict gives {state_dict_sum:,}: the tied matrix counted
 assert state_dict_sum == untied
 
 # %% [markdown]
-# Besides the 17% saving, tying means every output logit is a similarity to an input
-# embedding; with a small corpus this sharing also helps the rare characters, whose input
-# rows would otherwise learn from very few examples.
+# Besides the saving (a sixth of the untied model, printed above), tying means every output
+# logit is a similarity to an input embedding; with a small corpus this sharing also helps
+# the rare characters, whose input rows would otherwise learn from very few examples.
 #
 # ## 9. The loss at initialisation
 #
@@ -453,8 +470,12 @@ init_df = pd.DataFrame({"targets": ["next character (real text)", "random charac
                                     "the input itself"],
                         "loss": [loss_real.item(), loss_random.item(), loss_copy.item()]})
 init_df["loss − ln V"] = init_df.loss - math.log(V)
-print(f"ln V = ln {V} = {math.log(V):.4f} | logits: std {logits.std().item():.3f}")
-assert abs(loss_random.item() - math.log(V)) < 0.1
+self_top = (logits.argmax(-1) == xb).float().mean().item()  # the input's own logit is the largest
+print(f"ln V = ln {V} = {math.log(V):.4f} | logits: std {logits.std().item():.3f} | the input "
+      f"token has the largest logit at {self_top:.0%} of the positions")
+assert abs(loss_random.item() - math.log(V)) < 0.1 and abs(loss_real.item() - math.log(V)) < 0.1
+if profile.name != "ci":  # what the next paragraph says
+    assert loss_copy < loss_real - 0.5 and self_top > 0.5
 init_df.round(4)
 
 # %% [markdown]
@@ -462,10 +483,12 @@ init_df.round(4)
 # no preference for the true next character. The third row is lower, and not because the
 # model learned anything: with tied weights, the logit of the *input* token at its own
 # position is the dot product of the final hidden state (at initialisation mostly that
-# token's embedding plus its position's, normalised) with that same embedding, which is larger than its dot product with any other
-# row. So a test that uses `targets = inputs` as a shortcut would report a misleadingly low
-# initial loss; use real or random targets. A loss far above $\ln V$ at step 0 means the
-# initialisation is off (for example logits of standard deviation 1 or more).
+# token's embedding plus its position's, normalised) with that same embedding, which is
+# usually larger than its dot product with any other row: at the majority of positions (the
+# share is printed above) the input token gets the largest logit. So a test that uses
+# `targets = inputs` as a shortcut would report a misleadingly low initial loss; use real or
+# random targets. A loss far above $\ln V$ at step 0 means the initialisation is off (for
+# example logits of standard deviation 1 or more).
 #
 # ## 10. Causality
 #

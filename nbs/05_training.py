@@ -76,7 +76,7 @@ print(f"vocabulary: {len(vocab)} tokens | training stream: {len(train_tokens):,}
 # left by one, so every position has a next character to predict. The window offsets are
 # drawn from a generator seeded with `(seed, step)`: the batch of step 1234 is the same
 # whether we get there in one run or after a restart, which is what makes exact resumption
-# (section 7) and splitting a batch over several GPUs (chapter 06) simple.
+# (section 8) and splitting a batch over several GPUs (chapter 06) simple.
 
 # %%
 device = config.get_device()
@@ -93,6 +93,10 @@ assert not torch.equal(train_src.get(1)[0], x)  # and the next step another one
 
 # %% [markdown]
 # ## 2. One training step, by hand
+#
+# ![One training step as a loop: schedule, batch, forward, loss, backward, clip, AdamW step, zero_grad; below, the learning rate warming up linearly then decaying along a cosine](../book/images/training_step.png)
+#
+# *One step of `course_utils.train.train`, and the learning-rate schedule it follows, computed with `lr_at` under the `cpu` profile.*
 #
 # The model's loss is the mean cross-entropy of the true next token $y_t$ under the
 # predicted distribution, over the $N$ real (non-`<pad>`) targets of the batch:
@@ -170,11 +174,12 @@ rows = [(name, len(params), sum(p.numel() for _, p in params), ", ".join(n for n
 print(pd.DataFrame(rows, columns=["group", "tensors", "parameters", "e.g."]).to_string(index=False))
 print("lm_head.weight listed separately?", any(n == "lm_head.weight" for n, _ in model.named_parameters()))
 assert sum(r[2] for r in rows) == model.num_parameters()
+assert rows[1][2] < 0.01 * model.num_parameters()  # the next paragraph: under 1% is not decayed
 
 # %% [markdown]
 # The output head shares its matrix with the token embedding (weight tying, chapter 04), and
 # `named_parameters()` lists a shared tensor once, so it is decayed once. Most parameters
-# sit in matrices; the no-decay group holds only a few thousand numbers.
+# sit in matrices; the no-decay group holds under 1% of them.
 # `course_utils.train.configure_optimizer` builds exactly these groups:
 
 # %%
@@ -274,9 +279,9 @@ assert result.history["step"] == list(range(1, demo_cfg.max_steps + 1)) and diff
 # callback that samples two continuations at each evaluation (temperature 0.8, top-k 40;
 # samplers are chapter 08's subject). Watch the samples: early on the model strings frequent
 # words together without sense; by the end it writes phrases shaped like the news (dates,
-# places, a reporter's byline), still without meaning. Under the `cpu` profile this is the
-# longest cell of the book: 2,500 steps, some 10-20 minutes on a laptop CPU, longer on a
-# busy one (the time this run took is printed at the end).
+# places, a reporter's byline), still without meaning. Under the `cpu` profile this is one
+# of the longest cells of the book: 2,500 steps, some 10-20 minutes on a laptop CPU, longer
+# on a busy one (the time this run took is printed at the end, with the machine it ran on).
 
 # %%
 from course_utils import sampling
@@ -297,6 +302,7 @@ t0 = time.perf_counter()
 lm, vocab, info = artifacts.pretrained_lm(profile, force=True, on_eval=show_samples)
 minutes = (time.perf_counter() - t0) / 60
 print(f"\n{info['steps']} steps in {minutes:.1f} min; cached as {info['path'].name}")
+print(config.machine_line())
 
 # %% [markdown]
 # The loss curves come from the run's history: the loss of each training batch (every 10
@@ -339,14 +345,19 @@ print(f"validation minus training loss: {gap[0]:+.3f} at step {h['eval_step'][0]
       f"{gap[-1]:+.3f} at step {h['eval_step'][-1]}")
 if profile.name != "ci":  # the ci model trains for seconds: it is only checked to run
     assert val_loss < unigram - 0.5, "the pretrained model should clearly beat the unigram baseline"
+    # what the next paragraph says
+    assert h["val_loss"][-1] < h["val_loss"][-2] and h["train_loss"][-1] < h["train_loss"][-2]
+    assert (gap > 0).all() and gap[-1] > gap[0]
 
 # %% [markdown]
-# Both losses are still falling at the last step, so a longer run (the `gpu` profile trains
-# a larger model for 20,000 steps) would still improve. The validation loss sits above the
-# training loss and the gap widens slowly (printed above): the model starts to fit its 1.7
-# million training characters better than unseen text, the first sign of overfitting, which
-# more data or dropout (the `gpu` profile uses 0.1) would hold back. Each evaluation is an
-# average over only `eval_iters` batches, so the points wiggle a little.
+# Both losses are still falling at the last evaluation, so a longer run (the `gpu` profile
+# trains a larger model for 20,000 steps) would still improve. The validation loss sits above
+# the training loss and the gap grows over the run (printed above): the model fits its 1.7
+# million training characters better than unseen text, a first sign of overfitting (the
+# validation loss itself is still falling), which more data or dropout would hold back (the
+# `cpu` profile trains without dropout; the `gpu` profile uses 0.1). Every evaluation uses the same
+# `eval_iters` fixed batches, so successive points can be compared with each other; each is
+# still an estimate from a small sample of the text.
 
 # %% [markdown]
 # ## 7. Padded sentences or packed windows?
@@ -462,6 +473,7 @@ print(comparison[list(formats)].to_string(formatters=formats))
 speedup = comparison["real tokens/s"].iloc[0] / comparison["real tokens/s"].iloc[1]
 print(f"\npacking processes {speedup:.2f}x as many real tokens per second "
       f"(the padded positions are {pad_share:.0%} <pad>: 1 / (1 - {pad_share:.2f}) = {1 / (1 - pad_share):.2f})")
+print(config.machine_line())
 
 # %%
 fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [2, 1]})
@@ -479,6 +491,15 @@ ax1.bar(list(comparison.index), comparison["real tokens/s"], color=["C0", "C1"])
 ax1.set(title="Throughput (measured side by side)", ylabel="real target tokens per second")
 plt.tight_layout()
 plt.show()
+packed_row, padded_row = comparison.loc["packed windows"], comparison.loc["padded sentences"]
+same_compute, end = f"val windows @ step {packed_steps}", "val windows @ end"
+# the padded run's lead (> 0: its loss is lower) at equal compute, at the end, on sentences
+lead_on = {c: packed_row[c] - padded_row[c] for c in [same_compute, end, "val sentences @ end"]}
+if profile.name != "ci":  # what the next paragraph says about the cpu run
+    assert 0.8 < padded_row["s/step"] / packed_row["s/step"] < 1.25  # steps cost about the same
+    assert lead_on[same_compute] < 0 < lead_on[end] < lead_on["val sentences @ end"]
+    assert min(packed_row[end], padded_row[end]) > info["val_loss"] + 1  # far from pretrained
+    assert abs(speedup * (1 - pad_share) - 1) < 0.2  # about 1 / (1 - pad share)
 
 # %% [markdown]
 # What the numbers say (the text refers to the `cpu` run stored with this notebook). The two
@@ -609,13 +630,21 @@ shutil.rmtree(ckpt_root)
 # with other busy programs this can be far *slower* than one thread, because the threads of
 # every operation wait for each other whenever one of them is descheduled. If training is
 # unexpectedly slow, try `torch.set_num_threads(1)` (or start Jupyter with
-# `OMP_NUM_THREADS=1`); the outputs stored with this notebook were produced that way, on a
-# shared two-core machine (see the first line of output).
+# `OMP_NUM_THREADS=1`). The first line of output says how many threads produced the outputs
+# stored with this notebook, and the machine line printed beside each timing says on which
+# CPU and under which load.
 
 # %% [markdown]
 # > **Pitfalls.**
-# > - *Forgetting `optimizer.zero_grad()`*: gradients accumulate across steps and the
-# >   updates grow without bound. Zero after the step, not between micro-batches of one step.
+# > - *Forgetting `optimizer.zero_grad()`*: `backward()` adds to `p.grad`, so each step's
+# >   gradient is the sum of every batch seen so far (in our loop, rescaled to norm at most 1
+# >   after each addition): stale gradients, computed for earlier weights on earlier batches,
+# >   pull the update away from what the current batch asks for, and training quietly does
+# >   worse than it should (nothing crashes). With plain SGD and no clipping the steps would
+# >   also keep growing; AdamW's do not, because it divides by the running
+# >   root-mean-square of the gradient, so each step stays at most about `lr` per weight
+# >   (Kingma & Ba, 2015, section 2.1): the damage is in the direction, not the size. Zero
+# >   after the step, not between micro-batches of one step.
 # > - *Clipping after `optimizer.step()`* does nothing for the step already taken.
 # > - *Evaluating in training mode* (dropout on) or without `torch.no_grad()`: a noisy
 # >   loss and wasted memory; and forgetting `model.train()` afterwards trains on without

@@ -204,6 +204,7 @@ for s in seen:
 
 simulated = ring_all_reduce([torch.tensor(s["before"]) for s in seen])
 assert all(torch.equal(torch.tensor(s["sum"]), simulated[s["rank"]]) for s in seen)
+assert len({s["pid"] for s in seen}) == world  # separate processes, as the text below says
 print("the Gloo all-reduce and our ring simulation agree")
 
 # %% [markdown]
@@ -267,13 +268,14 @@ print(f"profile {profile.name}: {demo_steps} steps per demonstration run; output
 # %% language="bash"
 # torchrun --standalone --nproc_per_node=2 -m course_utils.ddp --profile $COURSE_PROFILE \
 #     --steps $DEMO_STEPS --eval-interval $DEMO_EVAL --eval-iters 4 --out $RUNS/demo
+# python -c "from course_utils import config; print(config.machine_line())"  # beside the tokens/s
 
 # %% [markdown]
 # Both ranks report in, each with half of the windows of every step; only rank 0 logs the
-# losses (already summed over both ranks); at the end both ranks print the same parameter
-# sum, and rank 0 confirms that the replicas differ by exactly 0: they started equal and
-# applied the same averaged gradient with the same optimizer. The checkpoints are the
-# module's own `state_dict`, so chapter 05's loaders read them unchanged:
+# losses (of the whole global batch: the ranks' sums are added up); at the end both ranks
+# print the same parameter sum, and rank 0 confirms that the replicas differ by exactly 0:
+# they started equal and applied the same averaged gradient with the same optimizer. The
+# checkpoints are the module's own `state_dict`, so chapter 05's loaders read them unchanged:
 
 # %%
 from course_utils.train import CheckpointManager, model_from_checkpoint
@@ -282,6 +284,7 @@ latest = CheckpointManager(runs / "demo").latest()
 reloaded, _, ckpt = model_from_checkpoint(latest, vocab=vocab)
 print(f"{latest.name}: step {ckpt['step']}, first keys {list(ckpt['model'])[:3]}")
 assert not any(k.startswith("module.") for k in ckpt["model"])
+assert json.loads((runs / "demo" / "summary.json").read_text())["replica_spread"] == 0  # see above
 
 # %% [markdown]
 # ## 4. Does DDP really equal one big batch? An experiment
@@ -300,6 +303,7 @@ print(f"K = {K} steps, global batch B = {B} windows")
 # %% language="bash"
 # torchrun --standalone --nproc_per_node=2 -m course_utils.ddp --profile $COURSE_PROFILE \
 #     --steps $EQ_STEPS --batch-size $EQ_BATCH --eval-iters 2 --save-params $RUNS/ddp_params.pt
+# python -c "from course_utils import config; print(config.machine_line())"  # beside the tokens/s
 
 # %%
 from course_utils.train import train
@@ -315,14 +319,17 @@ moved = max((one[k] - start[k]).abs().max().item() for k in one)
 print(f"after {K} steps: max |1 process (B={B}) - 2 ranks (B/2 each)| = {max_diff:.2e}")
 print(f"for scale: training moved some weight by {moved:.2e} from its initial value")
 assert max_diff < 1e-4 and moved > 1e-3
+if profile.name != "ci":  # what the next paragraph says
+    assert moved > 100 * max_diff
 
 # %% [markdown]
 # The two runs agree to about float32 rounding, compounded over $K$ AdamW steps (Adam divides
 # by $\sqrt{v}$, so a rounding difference in a tiny gradient can become a slightly larger one
-# in an update), while training moved the weights by orders of magnitude more. Two caveats
-# for your own experiments: with dropout, each rank draws its own masks, so the trajectories
-# are equally good but no longer identical (the `cpu` profile uses no dropout); and with
-# unequal token counts per rank, DDP's plain average is not the global mean.
+# in an update), while training moved the weights by orders of magnitude more (both printed
+# above). Two caveats for your own experiments: with dropout, each rank draws its own masks,
+# so the trajectories are equally good but no longer identical (the `cpu` profile uses no
+# dropout); and with unequal token counts per rank, DDP's plain average is not the global
+# mean.
 #
 # ## 5. Two machines, simulated on one
 #
@@ -345,6 +352,7 @@ assert max_diff < 1e-4 and moved > 1e-3
 # wait $NODE1; STATUS1=$?
 # echo "== node 0 (exit $STATUS0) =="; cat $RUNS/node0.log
 # echo "== node 1 (exit $STATUS1) =="; cat $RUNS/node1.log
+# python -c "from course_utils import config; print(config.machine_line())"  # beside the tokens/s
 # exit $((STATUS0 + STATUS1))
 
 # %% [markdown]
@@ -358,8 +366,11 @@ assert max_diff < 1e-4 and moved > 1e-3
 #   `NCCL_SOCKET_IFNAME=eth0` (see `ip addr` for the names).
 # - **NCCL's variables.** `NCCL_DEBUG=INFO` prints which transport NCCL chose (InfiniBand,
 #   sockets, NVLink between local GPUs); `NCCL_IB_DISABLE=1` forces plain TCP when InfiniBand
-#   is missing or misconfigured; `TORCH_NCCL_ASYNC_ERROR_HANDLING=1` (the default in recent
-#   PyTorch) turns a hung collective into an error once the timeout passes.
+#   is missing or misconfigured; `TORCH_NCCL_ASYNC_ERROR_HANDLING` decides what a failed or
+#   timed-out collective does: its default, 3, tears the process down without first aborting
+#   the NCCL communicators (which can itself hang), and 1 aborts them first (see PyTorch's
+#   page on NCCL environment variables; the default changed from 1 to 3 in
+#   [pytorch/pytorch#110723](https://github.com/pytorch/pytorch/pull/110723)).
 # - **Firewalls and ports.** Machine 0 must accept connections on `--master_port`, and the
 #   backends open further ports between all machines; a closed port looks like a hang until
 #   the timeout fires. Open the range between the nodes, or run inside one trusted network.
@@ -393,15 +404,16 @@ assert max_diff < 1e-4 and moved > 1e-3
 # thread, one process with two threads, and two ranks with one thread each. Each run reports
 # the tokens per second of its training loop (rank 0 measures for the job). Timings on a
 # shared machine are noisy, so each setup runs twice, interleaved, and we keep its better
-# run; the machine's load average is printed too, because other programs running at the
-# same time change the numbers.
+# run; the load average is printed beside every run and the machine line (CPU, cores,
+# threads, load) at the end, because other programs running at the same time change the
+# numbers.
 
 # %%
 import subprocess
 
 speed_steps = {"ci": 6, "cpu": 15, "gpu": 200}[profile.name]
 setups = [("1 process, 1 thread", 1, 1), ("1 process, 2 threads", 1, 2), ("2 ranks, 1 thread each", 2, 1)]
-speeds = {label: 0.0 for label, _, _ in setups}
+measured = {label: [] for label, _, _ in setups}  # tokens/s of each round
 for round_ in range(2):
     for label, nproc, threads in setups:
         out = runs / f"speed_{nproc}x{threads}_{round_}"
@@ -412,9 +424,13 @@ for round_ in range(2):
                               capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
         tokens_per_s = json.loads((out / "summary.json").read_text())["tokens_per_s"]
-        speeds[label] = max(speeds[label], tokens_per_s)
-        print(f"round {round_ + 1}: {label:24s} {tokens_per_s:>9,.0f} tokens/s  "
-              f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+        measured[label].append(tokens_per_s)
+        load = config.load_average()
+        print(f"round {round_ + 1}: {label:24s} {tokens_per_s:>9,.0f} tokens/s  (load average "
+              f"{'n/a' if load is None else f'{load[0]:.1f}'} on {os.cpu_count()} CPUs)")
+print(config.machine_line())
+speeds = {label: max(v) for label, v in measured.items()}  # the better round of each setup
+spread = max(max(v) / min(v) - 1 for v in measured.values())  # how steady the machine was
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 2.8))
@@ -426,25 +442,34 @@ ax.set_xlabel("training throughput, better of two runs (tokens / s, higher is be
 ax.set_title(f"profile {profile.name}: {speed_steps} steps, global batch {profile.batch_size}")
 plt.show()
 one, two_threads, two_ranks = speeds.values()
-print(f"2 ranks vs the faster single process on the same cores: x{two_ranks / max(one, two_threads):.2f}; "
-      f"1 process with 2 threads vs 1 thread: x{two_threads / one:.2f}")
+ratio_ranks, ratio_threads = two_ranks / max(one, two_threads), two_threads / one
+print(f"2 ranks vs the faster single process on the same cores: x{ratio_ranks:.2f}; "
+      f"1 process with 2 threads vs 1 thread: x{ratio_threads:.2f}")
+verdict = ("a speed-up" if ratio_ranks > 1.1 else "a slow-down" if ratio_ranks < 0.9
+           else "no clear speed-up")
+print(f"in this measurement a second rank brought {verdict} over the best single process; "
+      f"the two rounds of a setup differed by up to {spread:.0%}"
+      + (": the machine was not steady, read the ratios with care" if spread > 0.2 else ""))
 if two_threads < one:
-    print("two threads were slower than one: other programs were competing for the cores "
-          "during this measurement (see the load average), and a multi-threaded matrix "
-          "product is only as fast as its slowest thread")
+    print("two threads were slower than one: a multi-threaded matrix product is as slow as its "
+          "slowest thread, so any other program busy on a core (see the load average) stalls it")
+if profile.name != "ci":  # the next paragraph: two threads fall short of twice one thread
+    assert ratio_threads < 2
 
 # %% [markdown]
-# Read the ratios with this machine in mind. Two ranks can only be faster than one process if
-# there is idle hardware for the second rank to use. On a quiet machine with two CPU cores,
-# one process with two threads already uses both cores for its matrix products, so a second
-# rank adds no compute: it adds the all-reduce of every gradient, a second copy of the model
-# and optimizer, and its own Python overhead. There, expect a ratio near 1, often below it;
-# and expect the two-thread run to be well short of twice the one-thread run, because this
-# model's matrices are too small to keep two cores busy. On a busy machine (a load average
-# above the number of CPUs, as when this notebook was executed for the book) all three
-# numbers move from run to run, and multi-threaded runs suffer most, because one descheduled
-# thread stalls the whole matrix product; there, two single-threaded ranks can even come out
-# ahead. Such a ratio says more about the neighbours than about DDP.
+# Read the ratios together with the machine line printed beside them. Two ranks can only be
+# faster than one process if the single process leaves hardware idle. One process with two
+# threads uses the second core only inside operations large enough to be split (the matrix
+# products, big element-wise operations); Python and the many small operations of each step
+# run on one core, so the two-thread run falls short of twice the one-thread run. Two
+# single-threaded ranks each run the whole step on their own core, on half of the batch, and
+# pay for it with an all-reduce of every gradient, a second copy of the model and optimizer,
+# and their own Python overhead. Which side wins depends on the machine and on what else
+# runs on it; the verdict printed above is this measurement's answer, and the difference
+# between the two rounds of a setup says how steady the machine was. On a busy machine (a
+# load average above the number of cores) every number moves from run to run, and
+# multi-threaded runs suffer most, because one descheduled thread stalls the whole matrix
+# product: a ratio measured there says more about the neighbours than about DDP.
 #
 # DDP pays off when each rank has its own accelerator: on $W$ GPUs each rank computes on
 # $B/W$ windows while the gradient buckets of later layers are all-reduced during the backward
@@ -493,7 +518,7 @@ def global_mean_loss(rank_means, rank_counts):
     raise NotImplementedError
 
 
-ch06.check_global_mean_loss(global_mean_loss)
+_ = ch06.check_global_mean_loss(global_mean_loss)
 
 
 # %% tags=["hide-cell"]
@@ -501,7 +526,7 @@ def global_mean_loss(rank_means, rank_counts):
     return float(sum(m * n for m, n in zip(rank_means, rank_counts, strict=True)) / sum(rank_counts))
 
 
-ch06.check_global_mean_loss(global_mean_loss)
+_ = ch06.check_global_mean_loss(global_mean_loss)
 
 
 # %% [markdown]
@@ -517,7 +542,7 @@ def sampler_indices(n, rank, world_size, epoch, seed=0):
     raise NotImplementedError
 
 
-ch06.check_sampler_indices(sampler_indices)
+_ = ch06.check_sampler_indices(sampler_indices)
 
 
 # %% tags=["hide-cell"]
@@ -533,7 +558,7 @@ def sampler_indices(n, rank, world_size, epoch, seed=0):
     return order[rank:total:world_size]
 
 
-ch06.check_sampler_indices(sampler_indices)
+_ = ch06.check_sampler_indices(sampler_indices)
 
 
 # %% [markdown]
@@ -546,7 +571,7 @@ def unwrap(model):
     raise NotImplementedError
 
 
-ch06.check_unwrap(unwrap)
+_ = ch06.check_unwrap(unwrap)
 
 
 # %% tags=["hide-cell"]
@@ -556,7 +581,7 @@ def unwrap(model):
     return model
 
 
-ch06.check_unwrap(unwrap)
+_ = ch06.check_unwrap(unwrap)
 
 # %% [markdown]
 # ## Summary
@@ -570,8 +595,9 @@ ch06.check_unwrap(unwrap)
 #   timeout, barrier, DDP wrapper, **the same `train` loop as chapter 05**, rank-0 logging and
 #   checkpoints, and a clean shutdown. It runs on one machine (`--standalone`) or several
 #   (`--nnodes`, `--node_rank`, `--master_addr`), as the simulated two-node run showed.
-# - On a two-core CPU a second rank brings no speed-up; DDP pays off when each rank has its own
-#   device.
+# - On a CPU, what a second rank brings depends on idle cores and on the load (section 7 prints
+#   what it brought on this machine, beside the machine's description); DDP pays off when
+#   each rank has its own device.
 #
 # Chapter 07 attacks speed and memory from the other side: fewer bits per number, with mixed
 # precision. Its `precision` setting is the same one `python -m course_utils.ddp --precision`

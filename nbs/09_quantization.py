@@ -130,6 +130,8 @@ plt.show()
 half = int(q.abs().float().median())
 print(f"codes used: {int(q.unique().numel())} of 255; half of the weights have |q| <= {half}, "
       f"i.e. they share {2 * half + 1} levels")
+if profile.name != "ci":  # the next paragraph: the typical weight gets only a few dozen levels
+    assert 12 <= 2 * half + 1 <= 99
 
 # %% [markdown]
 # Most weights sit near zero while the scale is set by the few largest: a handful of
@@ -138,6 +140,10 @@ print(f"codes used: {int(q.unique().numel())} of 255; half of the weights have |
 # per channel.
 #
 # ## 3. Asymmetric int8: a zero point
+#
+# ![Two number lines for the same small tensor: symmetric int8 with scale max|w|/127 and zero at code 0, and asymmetric uint8 with a zero point using all 256 codes; tables of codes, dequantized values and rounding errors](../book/images/int8.png)
+#
+# *Symmetric and asymmetric 8-bit quantization of the same small tensor, computed with `quantize_symmetric` and `quantize_asymmetric`: both represent 0 exactly, and the zero point spends all 256 codes on a lopsided range.*
 #
 # When values are one-sided (activations after a GELU are almost all $\ge -0.17$), half of a
 # symmetric grid is wasted. Asymmetric (affine) quantization maps $[\min, \max]$ onto the
@@ -174,7 +180,12 @@ for name, t in [("MLP weight (symmetric around 0)", W.flatten()),
     rows[name] = {"min": float(t.min()), "max": float(t.max()),
                   "RMS error, symmetric": float((t - quantize.roundtrip(t, "symmetric")).pow(2).mean().sqrt()),
                   "RMS error, asymmetric": float((t - quantize.roundtrip(t, "asymmetric")).pow(2).mean().sqrt())}
-pd.DataFrame(rows).T
+errors = pd.DataFrame(rows).T
+gain = errors["RMS error, asymmetric"] / errors["RMS error, symmetric"]
+if profile.name != "ci":  # the next paragraph: about half on activations, little change on weights
+    assert 0.35 < gain["GELU activations (one-sided)"] < 0.65
+    assert 0.8 < gain["MLP weight (symmetric around 0)"] < 1.2
+errors
 
 # %% [markdown]
 # On the one-sided activations the zero point roughly halves the error (all 256 codes cover
@@ -236,12 +247,17 @@ for name, m in model.named_modules():
 with pd.option_context("display.float_format", "{:.2e}".format):
     display(pd.DataFrame(rows).set_index("layer"))
 better = sum(r["per output row (axis 0)"] < r["per tensor"] for r in rows)
-print(f"one scale per output row beats one per tensor in {better} of {len(rows)} layers")
+columns = sum(r["per input column (axis 1)"] < r["per output row (axis 0)"] for r in rows)
+print(f"one scale per output row beats one per tensor in {better} of {len(rows)} layers; "
+      f"one per input column beats one per output row in {columns} of {len(rows)}")
+if profile.name != "ci":  # the next paragraph and the summary
+    assert better == len(rows) and 0 < columns < len(rows)
 
 # %% [markdown]
-# Scales per input column can be about as accurate (the columns' ranges differ too), but they
-# cannot be pulled out of the sum: using them means rescaling every activation first. Per
-# output row is the choice that keeps the integer matrix product intact.
+# Scales per input column are about as accurate (the columns' ranges differ too: they win in
+# some layers and lose in others, as the count above says), but they cannot be pulled out
+# of the sum: using them means rescaling every activation first. Per output row is the
+# choice that keeps the integer matrix product intact.
 #
 # ## 5. A weight-only int8 Linear, and swapping it in
 #
@@ -351,6 +367,7 @@ table = quantize.compare(candidates, val_source=val_source, eval_iters=profile.e
                          progress=True)
 table["Δ val loss"] = table["val_loss"] - table.loc["fp32", "val_loss"]
 table["size vs fp32"] = table["size_MB"] / table.loc["fp32", "size_MB"]
+print(config.machine_line())
 print(f"ms_per_batch: one forward pass over {x_val.shape[0]} windows of {x_val.shape[1]} tokens; "
       f"CPU vector instructions PyTorch uses here: {torch.backends.cpu.get_cpu_capability()}")
 table.round(4)
@@ -372,23 +389,55 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# The timings as speed relative to fp32 (above 1: faster than fp32), with a verdict per
+# column; a ratio within 5% of 1 counts as "about as fast", since timings jitter that much.
+
+# %%
+speed = pd.DataFrame({col: table.loc["fp32", col] / table[col]
+                      for col in ("ms_per_token", "ms_per_batch")}).drop(index="fp32")
+speed.columns = ["per generated token", "per batch forward"]
+print(config.machine_line())
+print(speed.round(2).to_string())
+
+
+def verdict(ratio):
+    return "faster than" if ratio > 1.05 else "slower than" if ratio < 0.95 else "about as fast as"
+
+
+for name in ("int8 dynamic (torch.ao)", "bf16 weights"):
+    row = speed.loc[name]
+    print(f"{name}: {verdict(row.iloc[1])} fp32 for a batch forward, {verdict(row.iloc[0])} fp32 "
+          f"per generated token")
+ours = speed.loc[["int8 per tensor (ours)", "int8 per channel (ours)"]]
+print(f"our weight-only int8: faster than fp32 in {int((ours > 1.05).sum().sum())} of 4 timings")
+loss_gap = table["Δ val loss"].abs()
+if profile.name != "ci":  # the next list: sizes and losses (not timings: those are printed)
+    assert table.loc["int8 dynamic (torch.ao)", "size_MB"] > 2 * table.loc["int8 per channel (ours)", "size_MB"]
+    assert loss_gap["int8 per channel (ours)"] < min(loss_gap["int8 per tensor (ours)"],
+                                                     loss_gap["int8 dynamic (torch.ao)"])
+    assert loss_gap["bf16 weights"] < 1e-3
+
+# %% [markdown]
 # How to read it.
 #
 # - **Size.** int8 weights take a quarter of fp32's bytes; biases, LayerNorms and the
 #   position table stay in float. The dynamic version keeps the fp32 embedding *and* an int8
 #   copy of the tied head, so it saves much less than our tie-aware swap.
-# - **Loss.** Per-channel int8 stays closest to fp32. One scale per tensor costs more, and so
-#   does the dynamic version, which uses per-tensor weight scales and also rounds the
-#   activations.
+# - **Loss.** Of the int8 versions, per-channel stays closest to fp32. One scale per tensor
+#   costs more, and so does the dynamic version, which uses per-tensor weight scales and also
+#   rounds the activations.
 # - **Speed depends on how many tokens each call processes.** Our weight-only layers convert
-#   int8 to float at every call, so they are never faster than fp32: they save memory, not
-#   time. The dynamic version runs integer kernels, which pay off when a call multiplies big
-#   matrices (the batch forward column); in token-by-token generation each call handles one
-#   token, and quantizing the activations at every call can cost more than the int8 product
-#   saves. Compare the two timing columns on your machine: the ranking can flip between them.
-# - **bf16** halves the size at no visible cost in loss. Its speed depends on the CPU: recent
-#   x86 server CPUs have bf16 dot-product instructions (in the run shown, its batch forward
-#   was the fastest of all), while others emulate bf16 and run it slower than fp32.
+#   int8 to float at every call, on top of the same float matrix product: they do strictly
+#   more work than fp32, so they save memory, not time (the count above says how many of
+#   their timings beat fp32). The dynamic version runs integer kernels, which can pay off
+#   when a call multiplies big matrices (the batch forward). In token-by-token generation
+#   each call handles one token, and quantizing the activations at every call can cost as
+#   much as the int8 product saves, or more. The verdicts above say which way each went on
+#   this machine: int8 is not automatically faster, and at batch 1 it may well be slower.
+# - **bf16** halves the size at no visible cost in loss. Its speed depends on the CPU: x86
+#   CPUs with bf16 instructions (`avx512_bf16`, `amx_bf16`: ✓ or ✗ in the machine line above)
+#   multiply bf16 natively and can beat fp32, while others convert bf16 to fp32 and back and
+#   run it slower than fp32 (chapter 07 explains the flags).
 #
 # ## 8. Half precision and `torch.compile` on a GPU
 #

@@ -18,8 +18,9 @@
 #
 # This is where Task 1, the running example of the book, comes together. Our GPT, pretrained
 # on a month of People's Daily, continues any text in the style of a 1998 newspaper. Asked
-# `你好`, it writes a news paragraph and never stops. To make it *answer*, we show it
-# conversations in one fixed format: the turns joined by a separator token, `<sep>`. After
+# `你好`, it does not answer: it goes on as a newspaper would (or loops) and never stops.
+# To make it *answer*, we show it conversations in one fixed format: the turns joined by a
+# separator token, `<sep>`. After
 # fine-tuning, a prompt that ends with `<sep>` means "now reply", and a reply that ends with
 # `<sep>` means "done, your turn". We train only on what the model should say (the replies),
 # not on what the user says, and then talk to it: in a chat widget, in the terminal, and in
@@ -107,6 +108,10 @@ assert not {tuple(d) for d in train_dialogues} & {tuple(d) for d in val_dialogue
 
 # %% [markdown]
 # ## 2. The loss on the response only
+#
+# ![A conversation laid out as one sequence with sep after each turn; the input row and the target row shifted by one; the history targets are pad and only the reply and its closing sep count in the loss](../book/images/dialogue_loss.png)
+#
+# *A conversation as one training example, built by `encode_dialogue` and `DialogueExamples(response_only=True)`: the history is seen but its targets are `<pad>`, so only the reply and its closing `<sep>` are learned.*
 #
 # Each reply is one training example: the history before it (cropped from the left to fit the
 # context) followed by the reply and its `<sep>`. Inputs $x$ and targets $y$ are the sequence
@@ -213,6 +218,8 @@ def reply(model, history, max_new_tokens=REPLY_TOKENS, **settings):
 before = {p: reply(pretrained, [p], temperature=0) for p in PROMPTS}
 for p, (text, stopped) in before.items():
     print(f"{p:8s} -> {text}{'' if stopped else ' …(no <sep>)'}")
+if profile.name != "ci":  # the next paragraph: rarely a <sep>
+    assert sum(stopped for _, stopped in before.values()) <= len(PROMPTS) // 2
 
 # %% [markdown]
 # Newspaper prose, and rarely a `<sep>`: the model has no idea that a turn is supposed to end.
@@ -251,6 +258,11 @@ ax.set(title="Fine-tuning on dialogues (loss on reply tokens only)", xlabel="ste
        ylabel="cross-entropy (nats per character)")
 ax.legend(fontsize="small")
 plt.show()
+print(f"validation loss: {info['val_loss_before']:.3f} before, {min(h['val_loss']):.3f} at best, "
+      f"{h['val_loss'][-1]:.3f} at the last evaluation; training loss {h['train_loss'][-1]:.3f} there")
+if profile.name != "ci":  # the next paragraph: down, then back above the start; training loss near 0
+    assert min(h["val_loss"]) < info["val_loss_before"] < h["val_loss"][-1]
+    assert h["train_loss"][-1] < 0.1 * h["train_loss"][0] and info["best_step"] < info["steps"]
 
 # %% [markdown]
 # The validation loss falls at first, then climbs back while the training loss heads to
@@ -442,9 +454,9 @@ if profile.name != "ci":          # what the next paragraph says (the ci model i
 #   next reply is often the same one again: the model conditions on its own recent turns, and
 #   greedy decoding has no randomness to break the loop (fewer distinct replies above).
 # - **Sampling varies more**, for better and worse. Top-k with $k=4$ only ever picks among the
-#   four most likely characters, so its replies stay short and common; top-p 0.95 at
-#   temperature 1 lets rare characters in and produces the strangest strings; temperature
-#   0.8 sits in between.
+#   four most likely characters, so its replies stay short and common. Top-p 0.95 at
+#   temperature 1 and temperature 0.8 without a filter both reach into the long tail of
+#   rare characters, which is where the strangest strings in the transcripts come from.
 # - **Few replies answer the question**, and few are copies of a training reply. The model
 #   has learned the *shape* of a reply, not how to answer one.
 #
@@ -573,9 +585,11 @@ def cut_reply(new_ids, vocab):
 _ = ch11.check_cut_reply(cut_reply)
 
 # %% [markdown]
-# **Exercise 11.4 (open).** Fine-tune with `response_only=False` (the loss on whole
-# conversations) and compare the validation loss *on replies* and the replies themselves.
-# Does the model start answering questions with questions?
+# **Exercise 11.4 (loss on whole conversations).** *Open project* (no checker: the answer is a
+# measurement). Fine-tune with `response_only=False` (the loss on whole conversations) and
+# compare the validation loss *on replies* and the replies themselves. Does the model start
+# answering questions with questions? A reference answer, on a tiny model, is the test
+# `test_open_project_11_4` in `tests/test_exercises_ch10_11.py`.
 #
 # ## Summary
 #

@@ -51,7 +51,6 @@ import torch
 
 from course_utils import artifacts, sampling
 
-torch.set_num_threads(max(1, torch.get_num_threads()))
 model, vocab, info = artifacts.pretrained_lm(profile)
 print(f"{model.num_parameters():,} parameters, block_size {model.config.block_size}, "
       f"validation loss {info['val_loss']:.3f}")
@@ -82,7 +81,8 @@ async def naive_health(request):
 naive_app = web.Application()
 naive_app.router.add_post("/generate", naive_generate)
 naive_app.router.add_get("/health", naive_health)
-print(naive_app.router.routes())
+for route in naive_app.router.routes():   # add_get also registers HEAD for the same path
+    print(f"{route.method:6s} {route.resource.canonical}")
 
 # %% [markdown]
 # It works for one polite client. Two problems show up at once with more:
@@ -124,11 +124,16 @@ async def health_latency_during_generation(app):
 
 
 naive_health_s, naive_total_s = await health_latency_during_generation(naive_app)
+print(config.machine_line())
 print(f"naive service: /health answered after {naive_health_s * 1000:.0f} ms "
       f"(the generation finished {naive_total_s * 1000:.0f} ms after the health call began)")
 
 # %% [markdown]
 # ## 3. `course_utils.serve`
+#
+# ![The request path: the client posts JSON to /generate; on the event loop the handler validates it with parse_request (400 on bad input) and hands generation to a worker thread with run_in_executor while /health keeps answering; the worker runs sampling.complete under a lock and the JSON list of continuations goes back](../book/images/service.png)
+#
+# *The request path of `course_utils.serve`: validation happens on the event loop, generation runs one at a time in a worker thread, so the loop stays free and `/health` answers mid-generation.*
 #
 # The canonical service fixes both problems. Its handler parses and validates the body
 # (`parse_request`), then hands the generation to a worker thread with
@@ -139,6 +144,7 @@ print(f"naive service: /health answered after {naive_health_s * 1000:.0f} ms "
 # %%
 app = serve.make_app(model, vocab)
 served_health_s, served_total_s = await health_latency_during_generation(app)
+print(config.machine_line())
 print(f"course_utils.serve: /health answered after {served_health_s * 1000:.0f} ms "
       f"(naive: {naive_health_s * 1000:.0f} ms)")
 if profile.name != "ci":   # the ci model finishes LONG before /health is even asked
@@ -317,14 +323,33 @@ ax2.set(xlabel="concurrent clients", ylabel="requests per second", title="Throug
         xscale="log", ylim=(0, None))
 fig.tight_layout()
 plt.show()
+print(config.machine_line())
+one, most = load.iloc[0], load.iloc[-1]
+change = most["req/s"] / one["req/s"]
+trend = "fell" if change < 0.9 else "rose" if change > 1.1 else "stayed about flat"
+print(f"throughput {trend}: {one['req/s']:.1f} req/s with 1 client, {most['req/s']:.1f} with "
+      f"{int(most['clients'])} (x{change:.2f}); lowest {load['req/s'].min():.1f} req/s")
+print("p50 latency vs clients / throughput (Little's law), ms: " + ", ".join(
+    f"c={c}: {p:.0f} vs {1000 * c / r:.0f}" for c, p, r in zip(load.clients, load["p50 ms"], load["req/s"],
+                                                                     strict=True)))
+if profile.name != "ci":  # the next paragraph: latency grows with the queue, throughput does not grow
+    assert load["p50 ms"].is_monotonic_increasing
+    assert load["req/s"].iloc[1:].max() < 1.25 * one["req/s"]
 
 # %% [markdown]
-# Read the two plots together. The server handles one generation at a time (one model, and
-# PyTorch already uses every core for it), so throughput does not grow with the number of
-# clients: concurrency does not make the machine faster (small wiggles are noise from
-# whatever else the machine is doing; the client side also costs a little CPU). What concurrency changes is the *queue*: with `c` clients each request
-# waits for about `c - 1` others, so latency grows roughly linearly. Note that no request
-# failed: the event loop kept accepting and queueing them.
+# Read the two plots with the lines printed under them. The server handles one generation
+# at a time (one model behind a lock, and PyTorch already uses every core for it), so more
+# clients cannot raise throughput: concurrency does not make the machine faster. It can make
+# it slower, and a drop of tens of percent is not timing noise: the clients run in this
+# notebook's process on the same cores as the server, more open connections mean more work
+# for both event loops and the worker threads, and other programs compete for the CPU (the
+# load average in the machine line). On a quiet machine with cores to spare the line is
+# flatter; the first printed line says what happened in this run. What concurrency changes
+# for certain is the *queue*: with `c` clients always waiting, a request waits for the
+# `c - 1` ahead of it, so its latency is about `c` divided by the throughput (Little's law,
+# compared with the measured p50 in the last line). Latency grows in proportion to `c` where
+# throughput is flat, and faster where throughput drops. Note that no request failed: the
+# event loop kept accepting and queueing them.
 #
 # The way to more throughput on the same hardware is **batching**: one forward pass over
 # several sequences costs much less than several passes. The `samples` field already
@@ -344,6 +369,11 @@ def chars_per_second(samples: int, length: int = 40, repeats: int = 3) -> float:
 
 batching = pd.DataFrame([{"samples per request": s, "characters/s returned": chars_per_second(s)}
                          for s in [1, 4, 16]])
+print(config.machine_line())
+rate = batching["characters/s returned"]
+print(f"16 samples per request return x{rate.iloc[-1] / rate.iloc[0]:.1f} the characters per second of 1")
+if profile.name != "ci":  # the summary: batching raises throughput
+    assert rate.is_monotonic_increasing
 batching.round(0)
 
 # %%
@@ -367,7 +397,7 @@ print("server stopped, exit code", server.returncode)
 #
 # ## Exercises
 #
-# **Exercise 1.** Write `percentile(values, q)` returning the q-th percentile (0-100) with
+# **Exercise 12.1 (percentile).** Write `percentile(values, q)` returning the q-th percentile (0-100) with
 # linear interpolation between closest ranks, like `np.percentile` (without calling it).
 
 # %%
@@ -395,7 +425,7 @@ _ = ch12.check_percentile(percentile)
 
 
 # %% [markdown]
-# **Exercise 2.** Write `validate_maxlength(body)` that returns `body["maxlength"]` when it is
+# **Exercise 12.2 (validate maxlength).** Write `validate_maxlength(body)` that returns `body["maxlength"]` when it is
 # an integer between 1 and 512, and otherwise raises `ValueError` with a message naming the
 # field (a `bool` is not an integer here, even though Python says `True == 1`).
 
@@ -427,5 +457,9 @@ _ = ch12.check_validate_maxlength(validate_maxlength)
 # - Generation runs in a worker thread, so the event loop stays responsive: `/health`
 #   answered in milliseconds during a long generation instead of waiting for it.
 # - Every bad request gets a 400 with a message; sizes are bounded.
-# - With one model on one machine, concurrency queues requests (latency grows, throughput
-#   stays flat); batching several sequences into one forward pass is what raises throughput.
+# - With one model on one machine, concurrency queues requests: latency grows, throughput
+#   does not (it can even fall when clients and server share a busy CPU, section 6);
+#   batching several sequences into one forward pass is what raises throughput.
+#
+# Chapter 13 takes the model out of PyTorch: into Hugging Face `transformers`, where most
+# language models are published, and into ONNX, the format that ships a model without Python.

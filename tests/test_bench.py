@@ -60,3 +60,23 @@ def test_finetune_bench_rejects_bad_settings(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--profile", "ci", "--rank", "0"])
     assert "--rank must be at least 1" in capsys.readouterr().err
+
+
+def test_export_bench_runs_and_prints_every_runtime(capsys):
+    pytest.importorskip("onnxruntime")
+    bench = _load("export")
+    assert bench.main(["--profile", "ci", "--new-tokens", "4", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    for name in ("PyTorch eager", "ONNX Runtime fp32", "ONNX Runtime int8", "PyTorch generate (KV cache)"):
+        assert f"| {name} |" in out
+    assert "ratio ONNX Runtime fp32 / PyTorch eager: decoding" in out and "cpu flags:" in out
+    fp32_row = next(line for line in out.splitlines() if line.startswith("| ONNX Runtime fp32 |"))
+    assert float(fp32_row.split("|")[6]) < 1e-4            # the same logits as PyTorch
+    assert fp32_row.split("|")[7].strip() == "yes"         # and the same greedy tokens
+
+
+def test_export_bench_rejects_bad_settings(capsys):
+    bench = _load("export")
+    with pytest.raises(SystemExit):
+        bench.main(["--profile", "ci", "--new-tokens", "0"])
+    assert "--new-tokens must be at least 1" in capsys.readouterr().err

@@ -218,3 +218,126 @@ def test_site_dialogue_model_is_chapter_11s():
     replies = re.findall(r"机> (.*)", printed)
     conv = Conversation(model, vocab, max_new_tokens=min(40, model.config.block_size // 2), temperature=0)
     assert [conv.say(m) for m in ["你好", "你是谁?"]] == replies
+
+
+# ---------------------------------------------------------------------------- Hugging Face, ONNX
+
+transformers = pytest.importorskip("transformers")
+
+
+def ci_gpt(block_size=None, bias=True, seed=0):
+    """A random GPT of the `ci` profile's shape, weights scaled so its distributions are peaked."""
+    from course_utils.config import get_profile
+    from course_utils.model import GPT, GPTConfig
+
+    kw = get_profile("ci").model_kwargs()
+    if block_size:
+        kw["block_size"] = block_size
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=60, **dict(kw, dropout=0.0), bias=bias))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(6.0 if p.dim() >= 2 else 1.0)
+            if p.dim() == 1 and bias:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    model = ci_gpt()
+    vocab = Vocab({**{t: i for i, t in enumerate(("<pad>", "<unk>", "<sep>"))},
+                   **{chr(0x4E00 + i): 3 + i for i in range(57)}})
+    return model, vocab, export.to_huggingface(model, vocab, tmp_path_factory.mktemp("hf") / "gpt")
+
+
+def test_huggingface_logits_equal_the_books(hf_dir):
+    from transformers import AutoModelForCausalLM
+
+    model, vocab, path = hf_dir
+    assert {p.name for p in path.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
+    hf = AutoModelForCausalLM.from_pretrained(path).eval()
+    assert type(hf).__name__ == "GPT2LMHeadModel" and hf.config.activation_function == "gelu"
+    x = torch.randint(0, 60, (3, model.config.block_size), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        diff = float((hf(x).logits - model(x)[0]).abs().max())
+    assert diff < 1e-5, diff
+
+
+def test_huggingface_tokenizer_reads_text_as_the_vocab_does(hf_dir):
+    from transformers import AutoTokenizer
+
+    _, vocab, path = hf_dir
+    tok = AutoTokenizer.from_pretrained(path)
+    text = "一丁<sep>七万x 丈\n三"
+    assert tok(text)["input_ids"] == vocab.encode(text)
+    assert tok.decode(vocab.encode("一丁<sep>七")) == "一丁<sep>七"
+    assert tok.get_vocab() == vocab.token2idx
+
+
+def test_greedy_text_is_identical_through_transformers():
+    model = ci_gpt(block_size=64, seed=3)
+    hf = export.to_gpt2(model)
+    prompt = torch.tensor([[5, 9, 17, 4]])
+    ours = sampling.generate(model, prompt, 50, temperature=0, stop_tokens=[2])  # <sep> is GPT-2's eos
+    theirs = hf.generate(prompt, max_new_tokens=50, do_sample=False, pad_token_id=0,
+                         attention_mask=torch.ones_like(prompt))
+    assert ours.tolist() == theirs.tolist()
+
+
+def test_round_trip_gives_identical_state(hf_dir):
+    model, vocab, path = hf_dir
+    back, back_vocab = export.from_huggingface(path)
+    assert back_vocab == vocab and back.config == model.config
+    for name, value in model.state_dict().items():
+        assert torch.equal(back.state_dict()[name], value), name
+
+
+def test_bias_free_model_gets_zero_biases():
+    model = ci_gpt(bias=False)
+    hf = export.to_gpt2(model)
+    assert float(hf.transformer.h[0].attn.c_attn.bias.detach().abs().max()) == 0
+    x = torch.randint(0, 60, (2, 10), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert float((hf(x).logits - model(x)[0]).abs().max()) < 1e-5
+
+
+def test_lora_is_refused_until_merged():
+    model = ci_gpt()
+    apply_lora(model, rank=2)
+    with pytest.raises(export.ExportError, match=r"not merged.*merge_lora\(model\)"):
+        export.to_gpt2(model)
+    merge_lora(model)
+    export.to_gpt2(model)                      # merged: accepted
+
+
+def test_other_gpt2s_are_refused(hf_dir, tmp_path):
+    import json as _json
+    import shutil as _shutil
+
+    _, _, path = hf_dir
+    other = tmp_path / "gelu_new"
+    _shutil.copytree(path, other)
+    config = _json.loads((other / "config.json").read_text())
+    config["activation_function"] = "gelu_new"
+    (other / "config.json").write_text(_json.dumps(config))
+    with pytest.raises(export.ExportError, match="activation_function='gelu_new'"):
+        export.from_huggingface(other)
+    with pytest.raises(FileNotFoundError, match="not a Hugging Face checkpoint"):
+        export.from_huggingface(tmp_path / "nothing")
+
+
+def test_onnx_runtime_logits_equal_the_books(tmp_path):
+    pytest.importorskip("onnxruntime")
+    model = ci_gpt()
+    path = export.to_onnx(model, tmp_path / "gpt.onnx", quantize=True)
+    session = export.onnx_session(path, threads=1)
+    for shape in [(1, 1), (2, 7), (3, model.config.block_size)]:    # dynamic batch and length
+        x = torch.randint(0, 60, shape, generator=torch.Generator().manual_seed(sum(shape)))
+        (logits,) = session.run(None, {"idx": x.numpy()})
+        with torch.no_grad():
+            assert float((torch.from_numpy(logits) - model(x)[0]).abs().max()) < 1e-5, shape
+    int8 = export.onnx_session(path.with_suffix(".int8.onnx"), threads=1)
+    (q,) = int8.run(None, {"idx": x.numpy()})
+    assert q.shape == logits.shape and path.with_suffix(".int8.onnx").stat().st_size < path.stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpt.int8.onnx", "gpt.onnx"]

@@ -293,3 +293,146 @@ def test_bad_strategy_or_pooling_raises_value_error():
         finetune.LoRALinear(torch.nn.Linear(4, 4), rank=0)
     with pytest.raises(ValueError, match="no linear layer"):
         finetune.apply_lora(classifier(), targets=("attn.nonexistent",))
+
+
+# ------------------------------------------------------------ how sure are we? (chapter 10)
+
+
+def test_wilson_interval_matches_the_formula_and_known_values():
+    lo, hi = finetune.wilson_interval(85, 100)
+    assert (round(lo, 4), round(hi, 4)) == (0.7672, 0.9069)          # a textbook example
+    z, n, p = 1.959964, 1736, 1418 / 1736
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+    assert finetune.wilson_interval(1418, 1736) == pytest.approx((center - half, center + half))
+    assert finetune.wilson_interval(0, 10)[0] == 0 and finetune.wilson_interval(10, 10)[1] == pytest.approx(1)
+    with pytest.raises(ValueError, match="correct <= n"):
+        finetune.wilson_interval(11, 10)
+
+
+def test_mcnemar_is_scipys_exact_binomial_test():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = torch.Generator().manual_seed(0)
+    true = torch.randint(0, 2, (500,), generator=rng).numpy()
+    for flip_a, flip_b in [(0.10, 0.15), (0.2, 0.2), (0.05, 0.3)]:
+        a = true ^ (torch.rand(500, generator=rng).numpy() < flip_a)
+        b = true ^ (torch.rand(500, generator=rng).numpy() < flip_b)
+        result = finetune.mcnemar(a, b, true)
+        a_only = int(((a == true) & (b != true)).sum())
+        b_only = int(((a != true) & (b == true)).sum())
+        assert (result["a_only"], result["b_only"]) == (a_only, b_only)
+        expected = scipy_stats.binomtest(a_only, a_only + b_only, 0.5).pvalue
+        assert result["p_value"] == pytest.approx(expected, rel=1e-9)
+    assert finetune.mcnemar([1, 0], [1, 0], [1, 1])["p_value"] == 1.0    # never disagree
+    with pytest.raises(ValueError, match="same test items"):
+        finetune.mcnemar([1, 0], [1], [1, 0])
+
+
+def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_more_data():
+    rng = torch.Generator().manual_seed(1)
+    true = torch.randint(0, 2, (2000,), generator=rng).numpy()
+    pred = true ^ (torch.rand(2000, generator=rng).numpy() < 0.2)
+    small = finetune.bootstrap_interval(pred[:200], true[:200], "accuracy", n_boot=300)
+    large = finetune.bootstrap_interval(pred, true, "accuracy", n_boot=300)
+    assert small[0] <= float((pred[:200] == true[:200]).mean()) <= small[1]
+    assert large[0] <= float((pred == true).mean()) <= large[1]
+    assert large[1] - large[0] < small[1] - small[0]
+    report = finetune.score(pred, true, n_boot=200)
+    assert report["f1_ci"][0] <= report["f1"] <= report["f1_ci"][1]
+    with pytest.raises(ValueError, match="metric"):
+        finetune.bootstrap_interval(pred, true, "auc")
+
+
+# ------------------------------------------------------------ training only what changes
+
+
+def _labelled(vocab, n=24):
+    texts = ["很好", "很差", "一般", "不错的书", "好书", "差评"] * (n // 6)
+    labels = [1, 0, 0, 1, 1, 0] * (n // 6)
+    return LabeledTexts(texts, labels, vocab, max_len=6)
+
+
+def test_frozen_pass_feeds_head_and_top_the_classifiers_own_numbers():
+    vocab = Vocab.build("好差很一般不错的书评")
+    clf = finetune.GPTClassifier(tiny_gpt(vocab_size=len(vocab), block_size=6), 2, dropout=0.0).eval()
+    data = _labelled(vocab)
+    block_inputs, pooled = finetune.frozen_pass(clf.backbone, data, [("last", True), ("mean", False)],
+                                                batch_size=5, progress=False)
+    assert block_inputs.shape == (len(data), 6, CFG["d_model"])
+    x = torch.stack([data[i][0] for i in range(len(data))])
+    with torch.no_grad():
+        assert torch.allclose(pooled["last", True], clf.features(x), atol=1e-6)
+        head_logits = finetune.HeadOnFeatures(clf)(pooled["last", True])[0]
+        top_logits = finetune.TopOfGPT(clf, block_inputs, x)(torch.arange(len(data)))[0]
+        full = clf(x)[0]
+    assert torch.allclose(head_logits, full, atol=1e-5) and torch.allclose(top_logits, full, atol=1e-5)
+
+
+def test_train_best_keeps_the_lowest_validation_loss(one_thread):
+    from torch.utils.data import TensorDataset
+
+    from course_utils.train import TrainConfig
+
+    torch.manual_seed(0)
+    feats = torch.randn(64, CFG["d_model"])
+    labels = (feats[:, 0] > 0).long()
+    clf = finetune.GPTClassifier(tiny_gpt(), 2, dropout=0.0)
+    cfg = TrainConfig(max_steps=30, lr=0.05, warmup_steps=1, eval_interval=5, eval_iters=2, progress=False)
+    result, best_step = finetune.train_best(finetune.HeadOnFeatures(clf), TensorDataset(feats[:48], labels[:48]),
+                                            TensorDataset(feats[48:], labels[48:]), cfg, batch_size=8)
+    history = result.history
+    assert best_step == history["eval_step"][history["val_loss"].index(min(history["val_loss"]))]
+    with torch.no_grad():
+        acc = float((clf.head(feats[48:]).argmax(-1) == labels[48:]).float().mean())
+    assert acc > 0.7                                          # a separable toy problem is learned
+    assert cfg.checkpoint_dir is None                         # the temporary run folder is gone
+
+
+# ------------------------------------------------------------ domain adaptation (chapter 10)
+
+
+def _normal(text: str) -> str:
+    from course_utils.data import to_fullwidth as full
+
+    return " ".join(full(text).split())
+
+
+def test_sentiment_splits_share_no_text_after_normalisation():
+    from course_utils import artifacts, config
+
+    fit, val, test = artifacts.sentiment_splits(config.get_profile("cpu"))
+    texts = {name: {_normal(t) for t in df.review} for name, df in
+             [("fit", fit), ("val", val), ("test", test)]}
+    assert not texts["fit"] & texts["test"] and not texts["val"] & texts["test"]
+    # deduplication is by exact text, so a review typed once half-width and once full-width can
+    # sit in fit and validation: harmless for choosing steps, and rare
+    assert len(texts["fit"] & texts["val"]) <= len(val) // 1000
+    assert len(fit) + len(val) + len(test) > 17000
+
+
+def test_review_lm_adapts_on_fit_reviews_only(tmp_path, monkeypatch, one_thread):
+    """The language model is trained (and validated) on review text; no test review is ever
+    part of what it reads, compared by exact text after normalisation."""
+    from course_utils import artifacts, config
+
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path))
+    profile = config.get_profile("ci")
+    seen = {}
+    real = artifacts.review_windows
+
+    def spy(texts, vocab, batch_size, block_size, seed):
+        seen[seed] = list(texts)
+        return real(texts, vocab, batch_size, block_size, seed)
+
+    monkeypatch.setattr(artifacts, "review_windows", spy)
+    model, vocab, info = artifacts.review_lm(profile, progress=False)
+    fit, val, test = artifacts.sentiment_splits(profile, vocab)
+    read_in_training = {_normal(t) for t in seen[0]}
+    assert read_in_training == {_normal(t) for t in fit.text}
+    assert not read_in_training & {_normal(t) for t in test.review}
+    assert not read_in_training & {_normal(t) for t in val.review}
+    assert {_normal(t) for t in seen[1]} == {_normal(t) for t in val.text}    # validation reviews
+    assert info["after"]["reviews"] < info["before"]["reviews"]              # it learned reviews
+    assert artifacts.review_path(profile).is_file()
+    again = artifacts.review_lm(profile, progress=False)                    # cached: no retraining
+    assert again[2]["best_step"] == info["best_step"]

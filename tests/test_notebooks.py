@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 from pathlib import Path
 
 import jupytext
@@ -70,3 +72,85 @@ def test_committed_notebook_is_small_and_clean(nb: Path):
     assert "profile=cpu" in "\n".join(text), (
         f"{nb.name}: committed outputs must come from a `cpu`-profile run (make execute)"
     )
+
+
+# ---------------------------------------------------------------------------- house rules
+
+MAX_CELL_LINES = 40
+EXERCISE = re.compile(r"\*\*Exercise\b[^*]*\*\*")
+EXERCISE_TITLE = re.compile(r"\*\*Exercise (\d\d)\.(\d+)(?: \([^)]+\))?\.?\*\*")
+
+
+def _code_cells(py: Path):
+    return [c.source for c in jupytext.read(py).cells if c.cell_type == "code"]
+
+
+@pytest.mark.parametrize("py", SCRIPTS, ids=lambda p: p.name)
+def test_code_cells_are_short(py: Path):
+    long = [(src.splitlines()[0][:60], len(src.splitlines())) for src in _code_cells(py)
+            if len(src.splitlines()) > MAX_CELL_LINES]
+    assert not long, f"{py.name}: code cells over {MAX_CELL_LINES} lines (split them): {long}"
+
+
+def _exercises(py: Path):
+    """(number k, title text, the cells up to the next exercise) for every exercise heading."""
+    cells = jupytext.read(py).cells
+    found = []
+    for i, cell in enumerate(cells):
+        if cell.cell_type != "markdown":
+            continue
+        for m in EXERCISE.finditer(cell.source):
+            found.append((i, m.group(0)))
+    out = []
+    for j, (i, title) in enumerate(found):
+        end = found[j + 1][0] if j + 1 < len(found) else len(cells)
+        out.append((title, cells[i:end] if end > i else cells[i:i + 1]))
+    return out
+
+
+@pytest.mark.parametrize("py", SCRIPTS, ids=lambda p: p.name)
+def test_exercise_titles_are_numbered(py: Path):
+    chapter = py.name[:2]
+    titles = [title for title, _ in _exercises(py)]
+    bad = [t for t in titles if not EXERCISE_TITLE.fullmatch(t)
+           or EXERCISE_TITLE.fullmatch(t).group(1) != chapter]
+    assert not bad, f"{py.name}: exercise headings not of the form **Exercise {chapter}.k (what).**: {bad}"
+    numbers = [int(EXERCISE_TITLE.fullmatch(t).group(2)) for t in titles]
+    assert numbers == list(range(1, len(numbers) + 1)), f"{py.name}: exercises numbered {numbers}"
+
+
+@pytest.mark.parametrize("py", SCRIPTS, ids=lambda p: p.name)
+def test_every_exercise_has_a_checker(py: Path):
+    """Each exercise is followed by a cell calling its checker, or is an open project whose
+    reference answer is tested in tests/ (a test named test_open_project_NN_k)."""
+    tests = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "tests").glob("test_*.py"))
+    missing = []
+    for title, cells in _exercises(py):
+        m = EXERCISE_TITLE.fullmatch(title)
+        if m is None:
+            continue
+        checked = any(c.cell_type == "code" and re.search(rf"\bch{m.group(1)}\.check_\w+\(", c.source)
+                      for c in cells)
+        open_project = "Open project" in cells[0].source and (
+            f"test_open_project_{m.group(1)}_{m.group(2)}" in tests)
+        if not (checked or open_project):
+            missing.append(title)
+    assert not missing, f"{py.name}: exercises with no checker and no tested reference answer: {missing}"
+
+
+@pytest.mark.parametrize("py", SCRIPTS, ids=lambda p: p.name)
+def test_checker_results_are_not_echoed(py: Path):
+    """`_ = chNN.check_x(answer)`: a bare call as a cell's last line would echo True/False."""
+    echoed = []
+    for src in _code_cells(py):
+        lines = [ln for ln in src.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+        try:
+            tree = ast.parse("\n".join(lines))
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+                    and isinstance(node.value.func, ast.Attribute)
+                    and node.value.func.attr.startswith("check_")):
+                echoed.append(ast.unparse(node)[:60])
+    assert not echoed, f"{py.name}: assign checker calls to `_` (`_ = ch.check_x(...)`): {echoed}"

@@ -104,3 +104,34 @@ def check_lora_merge(lora_merge) -> None:
             f"{(got - want).abs().max():.3g}. W_merged = W + (alpha / rank) * B @ A, with "
             f"A = layer.lora_a (rank x in) and B = layer.lora_b (out x rank)"
         )
+
+
+@checker("Exercise 10.4 (McNemar's test)")
+def check_mcnemar_p(mcnemar_p) -> None:
+    """`mcnemar_p(pred_a, pred_b, true) -> float`: the exact two-sided p-value."""
+    import numpy as np
+
+    from ..finetune import mcnemar
+
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, 2, 300)
+    for flip_a, flip_b in [(0.1, 0.2), (0.15, 0.15), (0.3, 0.05)]:
+        a = true ^ (rng.random(300) < flip_a)
+        b = true ^ (rng.random(300) < flip_b)
+        want, got = mcnemar(a, b, true)["p_value"], float(mcnemar_p(a, b, true))
+        assert abs(got - want) < 1e-9, (
+            f"got p = {got:.6f}, expected {want:.6f}: count only the items where exactly one "
+            f"classifier is right, and double the binomial tail at the smaller count")
+    assert float(mcnemar_p(true, true, true)) == 1.0, "two identical classifiers: p must be 1"
+
+
+@checker("Exercise 10.5 (Wilson interval)")
+def check_wilson(wilson) -> None:
+    """`wilson(correct, n) -> (low, high)`: the 95% Wilson score interval."""
+    from ..finetune import wilson_interval
+
+    for correct, n in [(85, 100), (1418, 1736), (0, 20), (20, 20), (3, 7)]:
+        got, want = tuple(map(float, wilson(correct, n))), wilson_interval(correct, n)
+        assert all(abs(g - w) < 1e-4 for g, w in zip(got, want, strict=True)), (
+            f"wilson({correct}, {n}) = ({got[0]:.4f}, {got[1]:.4f}), expected "
+            f"({want[0]:.4f}, {want[1]:.4f}) (z = 1.96)")
