@@ -6,8 +6,12 @@ chapter 09's weight-only int8 format (int8 codes, one float32 scale per row); La
 biases and the position table stay float32. `browser_model` is the PyTorch GPT holding
 exactly the weights a page computes with, so the two can be compared number for number.
 
+Also the bridges of chapter 13: `to_huggingface`/`from_huggingface` (a `transformers` GPT-2 and
+back, exactly) and `to_onnx` (ONNX Runtime, with an int8 copy).
+
 Command line: `python -m course_utils.export browser --profile cpu` writes the models the
-site shows into `book/_static/models/` (chapter 05's news model and chapter 11's dialogue model).
+site shows into `book/_static/models/` (chapter 05's news model and chapter 11's dialogue
+model); `... huggingface --out DIR` and `... onnx --out FILE [--int8]` export a model.
 """
 
 from __future__ import annotations
@@ -599,23 +603,44 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m course_utils.export",
-        description="Export the book's models. `browser`: the news and dialogue GPTs of a profile "
-                    "as the script files the site's pages run (book/_static/models/).")
+        description="Export the book's models: for the site's pages (`browser`), as a Hugging Face "
+                    "transformers checkpoint (`huggingface`), or as an ONNX file (`onnx`).")
     sub = parser.add_subparsers(dest="command", required=True)
-    browser = sub.add_parser("browser", help="the models the site runs in the reader's browser")
-    browser.add_argument("--profile", choices=["ci", "cpu", "gpu"],
-                         help="model size (default: $COURSE_PROFILE, else gpu with CUDA, else cpu)")
+    browser = sub.add_parser("browser", help="the news and dialogue GPTs the site runs in the browser")
     browser.add_argument("--out", default=str(STATIC_MODELS), help="folder for news.js and dialogue.js")
     browser.add_argument("--precision", choices=PRECISIONS, default="int8")
+    hf = sub.add_parser("huggingface", help="a GPT2LMHeadModel checkpoint and its tokenizer")
+    hf.add_argument("--out", required=True, help="the checkpoint folder to write")
+    onnx_cmd = sub.add_parser("onnx", help="the forward pass as an ONNX file")
+    onnx_cmd.add_argument("--out", required=True, help="the .onnx file to write")
+    onnx_cmd.add_argument("--int8", action="store_true", help="also write an int8 copy (.int8.onnx)")
+    for p in (browser, hf, onnx_cmd):
+        p.add_argument("--profile", choices=["ci", "cpu", "gpu"],
+                       help="model size (default: $COURSE_PROFILE, else gpu with CUDA, else cpu)")
+    for p in (hf, onnx_cmd):
+        p.add_argument("--model", choices=list(SITE_MODELS), default="news",
+                       help="the pretrained news GPT (chapter 05) or the dialogue GPT (chapter 11)")
     args = parser.parse_args(argv)
     try:
-        rows = export_site_models(get_profile(args.profile), args.out, args.precision)
-    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        profile = get_profile(args.profile)
+        if args.command == "browser":
+            rows = export_site_models(profile, args.out, args.precision)
+            for r in rows:
+                print(f"{r['model']:>8} {r['precision']:>7}: {r['MB']:5.2f} MB, val loss {r['val_loss']:.4f} "
+                      f"({r['change']:+.4f} nats){'  <- written' if r['written'] else ''}")
+            return 0
+        from . import artifacts
+
+        build = artifacts.pretrained_lm if args.model == "news" else artifacts.dialogue_lm
+        model, vocab, _ = build(profile, device="cpu")
+        if args.command == "huggingface":
+            print(f"wrote {to_huggingface(model, vocab, args.out)}")
+        else:
+            path = to_onnx(model, args.out, quantize=args.int8)
+            print(f"wrote {path}" + (f" and {path.with_suffix('.int8.onnx')}" if args.int8 else ""))
+    except (ValueError, RuntimeError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    for r in rows:
-        print(f"{r['model']:>8} {r['precision']:>7}: {r['MB']:5.2f} MB, val loss {r['val_loss']:.4f} "
-              f"({r['change']:+.4f} nats){'  <- written' if r['written'] else ''}")
     return 0
 
 

@@ -341,3 +341,20 @@ def test_onnx_runtime_logits_equal_the_books(tmp_path):
     (q,) = int8.run(None, {"idx": x.numpy()})
     assert q.shape == logits.shape and path.with_suffix(".int8.onnx").stat().st_size < path.stat().st_size
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpt.int8.onnx", "gpt.onnx"]
+
+
+def test_command_line_exports_and_reports_errors(tmp_path, monkeypatch, capsys):
+    from course_utils import config
+
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
+    assert export.main(["huggingface", "--profile", "ci", "--out", str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf" / "model.safetensors").is_file()
+    back, _ = export.from_huggingface(tmp_path / "hf")
+    assert back.config.d_model == config.get_profile("ci").d_model
+    assert export.main(["onnx", "--profile", "ci", "--out", str(tmp_path / "m.onnx")]) == 0
+    assert (tmp_path / "m.onnx").is_file() and "wrote" in capsys.readouterr().out
+    assert export.main(["onnx", "--profile", "ci", "--out", str(tmp_path / "no" / "such" / "dir" / "m.onnx"),
+                        "--model", "news"]) == 0                       # folders are created
+    with pytest.raises(SystemExit):
+        export.main(["onnx"])                                          # --out is required
+    assert "--out" in capsys.readouterr().err
