@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
 from _common import machine_info, make_parser, setup, time_interleaved  # noqa: E402
 
 from course_utils import artifacts, quantize  # noqa: E402
-from course_utils.sampling import generate  # noqa: E402
+from course_utils.sampling import compiler_available, generate  # noqa: E402
 from course_utils.train import WindowBatches, evaluate  # noqa: E402
 
 DEFAULT_REPEATS = {"ci": 2, "cpu": 5, "gpu": 5}
@@ -39,13 +40,18 @@ def bench(profile, new_tokens: int, repeats: int) -> dict:
     prompt = torch.from_numpy(val_tokens[:PROMPT_TOKENS].astype("int64"))[None]
     val = WindowBatches(val_tokens, profile.batch_size, profile.block_size, seed=1)
 
-    def run(m, use_cache: bool):
-        return lambda: generate(m, prompt, new_tokens, temperature=0, use_cache=use_cache)
+    def run(m, use_cache: bool, compile: bool = False):
+        return lambda: generate(m, prompt, new_tokens, temperature=0, use_cache=use_cache, compile=compile)
 
-    # 1. KV cache vs recomputation: the same model, greedy, token-identical
+    # 1. KV cache vs recomputation: the same model, greedy, token-identical; the cached decode
+    #    step also compiled (its compilation timed apart: the first call)
+    t0 = time.perf_counter()
+    compiled = generate(model, prompt, new_tokens, temperature=0, compile=True)
+    compile_s = time.perf_counter() - t0
     cached = generate(model, prompt, new_tokens, temperature=0, use_cache=True)
     recomputed = generate(model, prompt, new_tokens, temperature=0, use_cache=False)
-    kv = time_interleaved({"KV cache": run(model, True), "recompute": run(model, False)}, repeats)
+    kv = time_interleaved({"KV cache, compiled step": run(model, True, True),
+                           "KV cache": run(model, True), "recompute": run(model, False)}, repeats)
 
     # 2. dynamic int8 (torch.ao) vs fp32 (and the from-scratch weight-only int8), KV cache on
     models = {"fp32": model, "int8 dynamic (torch.ao)": quantize.dynamic_int8(model),
@@ -63,7 +69,8 @@ def bench(profile, new_tokens: int, repeats: int) -> dict:
     fwd = time_interleaved({name: forward(m) for name, m in models.items()}, repeats)
     quality = {name: {"val_loss": evaluate(m, val, profile.eval_iters, "cpu"),
                       "size_MB": quantize.state_dict_bytes(m) / 1e6} for name, m in models.items()}
-    return {"kv": kv, "identical": torch.equal(cached, recomputed), "quant": q, "forward": fwd,
+    return {"kv": kv, "identical": torch.equal(cached, recomputed) and torch.equal(compiled, recomputed),
+            "compile_s": compile_s, "compiler": compiler_available(), "quant": q, "forward": fwd,
             "batch_tokens": batch.numel(), "batch_shape": tuple(batch.shape), "quality": quality,
             "parameters": model.num_parameters(), "block_size": model.config.block_size,
             "vocab": len(vocab)}
@@ -92,15 +99,18 @@ def main(argv: list[str] | None = None) -> int:
           f"vocabulary {r['vocab']:,})")
     print(f"- timing: greedy decoding of {n} new tokens after a {PROMPT_TOKENS}-token prompt, batch 1, "
           f"{repeats} interleaved repeats, median reported (one warm-up run excluded)")
-    print(f"- KV cache and recomputation give identical tokens: {r['identical']}\n")
+    print(f"- KV cache (eager and compiled) and recomputation give identical tokens: {r['identical']}")
+    print(f"- compiling the decode step (torch.compile, first call, excluded below): {r['compile_s']:.1f} s"
+          + (f" (not compiled: {r['compiler']})" if r["compiler"] else "") + "\n")
 
     print("| generation | tokens/s (median) | ms/token |")
     print("|---|---:|---:|")
     for name, secs in r["kv"].items():
         rate = tokens_per_s(secs, n)
         print(f"| {name} | {rate:,.0f} | {1000 / rate:.2f} |")
-    speedup = tokens_per_s(r["kv"]["KV cache"], n) / tokens_per_s(r["kv"]["recompute"], n)
-    print(f"\nratio KV cache / recompute: {speedup:.2f}x\n")
+    base = tokens_per_s(r["kv"]["recompute"], n)
+    print(f"\nratio KV cache / recompute: {tokens_per_s(r['kv']['KV cache'], n) / base:.2f}x; "
+          f"compiled step / recompute: {tokens_per_s(r['kv']['KV cache, compiled step'], n) / base:.2f}x\n")
 
     b, t = r["batch_shape"]
     print(f"| weights | generation tokens/s (median) | ms/token | forward tokens/s, {b}x{t} batch "

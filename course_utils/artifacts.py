@@ -266,7 +266,7 @@ def review_path(profile=None) -> Path:
 
 def review_windows(texts, vocab: Vocab, batch_size: int, block_size: int, seed: int):
     """Review texts packed into one token stream (each followed by `<sep>`), as random windows."""
-    from .train import WindowBatches
+    from .datasets import WindowBatches
 
     return WindowBatches(pack_documents(list(texts), vocab), batch_size, block_size, seed=seed)
 
@@ -329,6 +329,6 @@ def review_lm(profile=None, *, force: bool = False, progress: bool = True, devic
 
 def news_val_windows(batch_size: int, block_size: int):
     """The news validation windows the chapters evaluate on (seed 1)."""
-    from .train import WindowBatches
+    from .datasets import WindowBatches
 
     return WindowBatches(news_tokens("val"), batch_size, block_size, seed=1)

@@ -77,6 +77,49 @@ class KVCache:
             self.k, self.v = self.k[..., :length, :], self.v[..., :length, :]
 
 
+class StaticKVCache:
+    """A KV cache preallocated for `capacity` positions and written in place: no new tensor
+    per step, unlike `KVCache`'s concatenation. Buffers (B, H, capacity, head_dim) are made
+    at the first `update`; `k` and `v` are views of the positions filled so far."""
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.capacity, self.length = capacity, 0
+        self.k_buf: torch.Tensor | None = None
+        self.v_buf: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.length
+
+    @property
+    def k(self) -> torch.Tensor | None:
+        return None if self.k_buf is None else self.k_buf[..., : self.length, :]
+
+    @property
+    def v(self) -> torch.Tensor | None:
+        return None if self.v_buf is None else self.v_buf[..., : self.length, :]
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this step's keys and values after the cached ones; return everything so far."""
+        if self.k_buf is None or self.k_buf.shape[:2] != k.shape[:2] or self.k_buf.dtype != k.dtype:
+            shape = (*k.shape[:2], self.capacity, k.size(-1))
+            self.k_buf = torch.zeros(shape, dtype=k.dtype, device=k.device)
+            self.v_buf = torch.zeros(shape, dtype=v.dtype, device=v.device)
+            self.length = 0
+        end = self.length + k.size(-2)
+        if end > self.capacity:
+            raise ValueError(f"the cache holds {self.capacity} positions; {end} were asked for")
+        self.k_buf[..., self.length: end, :] = k
+        self.v_buf[..., self.length: end, :] = v
+        self.length = end
+        return self.k, self.v
+
+    def crop(self, length: int) -> None:
+        """Keep only the first `length` positions (the buffers stay allocated)."""
+        self.length = min(self.length, max(0, length))
+
+
 class MultiHeadAttention(nn.Module):
     """Causal multi-head self-attention (注意力): one projection for q, k, v, one for the output."""
 

@@ -208,3 +208,49 @@ class LabeledTexts(Dataset):
         x = torch.full((self.max_len,), PAD, dtype=torch.long)
         x[: len(self.ids[i])] = torch.tensor(self.ids[i])
         return x, self.labels[i]
+
+
+# ---------------------------------------------------------------------------- batch sources for the training loop
+
+
+class WindowBatches:
+    """Random windows of a packed token stream; batch `step` is a pure function of `step`."""
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, seed: int = 0):
+        if len(tokens) <= block_size + 1:
+            raise ValueError(f"the token stream ({len(tokens)} tokens) is shorter than one "
+                             f"window ({block_size + 1}): use more text or a smaller block_size")
+        self.tokens, self.batch_size, self.block_size, self.seed = tokens, batch_size, block_size, seed
+
+    def get(self, step: int, rank: int = 0, world_size: int = 1):
+        starts = np.random.default_rng((self.seed, step)).integers(
+            len(self.tokens) - self.block_size - 1, size=self.batch_size)
+        starts = np.array_split(starts, world_size)[rank]
+        chunks = np.stack([self.tokens[s: s + self.block_size + 1] for s in starts]).astype(np.int64)
+        chunks = torch.from_numpy(chunks)
+        return chunks[:, :-1], chunks[:, 1:]
+
+
+class DatasetBatches:
+    """Epochs over a map-style dataset of (x, y) pairs, reshuffled every epoch.
+
+    The permutation of epoch `e` is drawn from `(seed, e)`: the same idea as calling
+    `DistributedSampler.set_epoch(e)` (which the source material forgot).
+    """
+
+    def __init__(self, dataset, batch_size: int, seed: int = 0, shuffle: bool = True):
+        if len(dataset) < batch_size:
+            raise ValueError(f"the dataset has {len(dataset)} examples, fewer than one batch ({batch_size})")
+        self.dataset, self.batch_size, self.seed, self.shuffle = dataset, batch_size, seed, shuffle
+        self.steps_per_epoch = len(dataset) // batch_size  # the last partial batch is dropped
+
+    def indices(self, step: int) -> np.ndarray:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        n = len(self.dataset)
+        order = np.random.default_rng((self.seed, epoch)).permutation(n) if self.shuffle else np.arange(n)
+        return order[i * self.batch_size: (i + 1) * self.batch_size]
+
+    def get(self, step: int, rank: int = 0, world_size: int = 1):
+        idx = np.array_split(self.indices(step), world_size)[rank]
+        xs, ys = zip(*(self.dataset[int(j)] for j in idx), strict=True)
+        return torch.stack(xs), torch.stack(ys)

@@ -485,8 +485,8 @@ def time_decoding(runs: dict, ids: list[int], n: int, block_size: int, rounds: i
 def _val_loss(model: GPT, which: str, vocab: Vocab, profile) -> float:
     """Validation loss on the data the model is judged by: news windows, or dialogue replies."""
     from . import artifacts
-    from .datasets import DialogueExamples
-    from .train import DatasetBatches, WindowBatches, evaluate
+    from .datasets import DatasetBatches, DialogueExamples, WindowBatches
+    from .measure import evaluate
 
     if which == "news":
         val = WindowBatches(artifacts.news_tokens("val"), profile.batch_size, profile.block_size, seed=1)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import KVCache, MultiHeadAttention
+from .attention import KVCache, MultiHeadAttention, StaticKVCache
 from .vocab import PAD
 
 
@@ -66,7 +66,7 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(config.d_model, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, key_padding_mask=None, cache: KVCache | None = None):
+    def forward(self, x, key_padding_mask=None, cache: KVCache | StaticKVCache | None = None):
         x = x + self.attn(self.ln1(x), key_padding_mask=key_padding_mask, cache=cache)
         return x + self.mlp(self.ln2(x))
 
@@ -126,8 +126,11 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def new_cache(self) -> list[KVCache]:
-        """An empty KV cache, one per block, for `forward(..., cache=...)`."""
+    def new_cache(self, static: bool = True) -> list[KVCache] | list[StaticKVCache]:
+        """An empty KV cache, one per block, for `forward(..., cache=...)`: preallocated for
+        `block_size` positions and written in place (`static`), or grown by concatenation."""
+        if static:
+            return [StaticKVCache(self.config.block_size) for _ in self.blocks]
         return [KVCache() for _ in self.blocks]
 
     def hidden_states(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -261,10 +261,10 @@ def measure(model: nn.Module, *, val_source=None, eval_iters: int = 10, prompt=N
             threads: int | None = None) -> dict[str, float]:
     """Size on disk (MB); milliseconds per generated token (greedy with the KV cache, batch 1,
     from `prompt`); milliseconds per forward pass over `batch` (whole windows at once, as in
-    evaluation or a prompt's prefill); validation loss (`course_utils.train.evaluate` on
+    evaluation or a prompt's prefill); validation loss (`course_utils.measure.evaluate` on
     `val_source`). Timings are the best of `repeats` on `threads` CPU threads."""
+    from .measure import evaluate
     from .sampling import tokens_per_second
-    from .train import evaluate
 
     device = next(model.parameters()).device
     row = {"size_MB": state_dict_bytes(model) / 1e6}
@@ -285,8 +285,8 @@ def compare(models: dict, *, val_source=None, eval_iters: int = 10, prompt=None,
     so a slow patch of a shared machine hits all of them alike. Returns a DataFrame."""
     import pandas as pd
 
+    from .measure import evaluate
     from .sampling import tokens_per_second
-    from .train import evaluate
 
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be a whole number >= 1, got {rounds!r}")
@@ -329,7 +329,7 @@ def compare(models: dict, *, val_source=None, eval_iters: int = 10, prompt=None,
 def main(argv: list[str] | None = None) -> int:
     from . import artifacts
     from .config import get_profile
-    from .train import WindowBatches
+    from .datasets import WindowBatches
 
     parser = argparse.ArgumentParser(
         prog="python -m course_utils.quantize",

@@ -11,6 +11,7 @@ the recomputing path, so the two give identical tokens and the cache stays fast.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -136,16 +137,85 @@ def _context_start(length: int, start: int, block_size: int) -> int:
     return start
 
 
+def decode_step(model, token: torch.Tensor, pos: torch.Tensor, keys: list, values: list) -> torch.Tensor:
+    """One new token through the model with preallocated (static) KV caches, in fixed shapes:
+    what `torch.compile` turns into one graph for every step. `token` (B, 1); `pos`, a 0-d
+    long tensor, is its position in the window; `keys`/`values` are the caches' buffers
+    (B, H, block_size, head_dim), written in place at `pos`. Returns the logits (B, V).
+
+    The attention reads all `block_size` cached positions with a mask (`<= pos`), so the
+    shapes never change from step to step and nothing is recompiled."""
+    cfg = model.config
+    B, H, T = token.size(0), cfg.n_heads, cfg.block_size
+    hd = cfg.d_model // H
+    x = model.tok_emb(token) + model.pos_emb(pos.view(1))
+    keep = (torch.arange(T, device=token.device) <= pos).view(1, 1, 1, T)
+    for block, k_buf, v_buf in zip(model.blocks, keys, values, strict=True):
+        q, k, v = block.attn.qkv(block.ln1(x)).split(cfg.d_model, dim=2)
+        q, k, v = (t.view(B, 1, H, hd).transpose(1, 2) for t in (q, k, v))
+        k_buf.index_copy_(2, pos.view(1), k)
+        v_buf.index_copy_(2, pos.view(1), v)
+        y = torch.nn.functional.scaled_dot_product_attention(q, k_buf, v_buf, attn_mask=keep)
+        x = x + block.attn.proj(y.transpose(1, 2).reshape(B, 1, cfg.d_model))
+        x = x + block.mlp(block.ln2(x))
+    return model.lm_head(model.ln_f(x))[:, -1]
+
+
+_COMPILED: dict = {}       # id(model) -> the compiled decode step, or None where it failed
+_compiled_decode = None
+
+
+@functools.lru_cache(maxsize=1)
+def compiler_available() -> str | None:
+    """None if `torch.compile` can build CPU kernels here, else why not (it needs a C++ compiler)."""
+    import os
+    import shutil
+
+    if not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c):
+        return "no C++ compiler (g++, c++ or clang++) on PATH"
+    return None
+
+
+def _step(model, token, pos, caches, compile: bool) -> torch.Tensor:
+    """The next logits (B, V) for one new token, through the static caches (lengths advanced)."""
+    global _compiled_decode
+    keys, values = [c.k_buf for c in caches], [c.v_buf for c in caches]
+    fn = decode_step
+    if compile and _COMPILED.get(id(model), True) is not None:
+        why = compiler_available()
+        if why is None:
+            if _compiled_decode is None:
+                _compiled_decode = torch.compile(decode_step, fullgraph=True, dynamic=False)
+            fn = _compiled_decode
+        else:
+            print(f"torch.compile is not available here ({why}): decoding without it")
+            _COMPILED[id(model)] = None
+    try:
+        logits = fn(model, token, pos, keys, values)
+    except Exception as err:  # a failed compilation: say so once, then decode in eager mode
+        if fn is decode_step:
+            raise
+        print(f"torch.compile failed here ({type(err).__name__}: {str(err).splitlines()[0][:120]}): "
+              f"decoding without it")
+        _COMPILED[id(model)] = None
+        logits = decode_step(model, token, pos, keys, values)
+    for c in caches:
+        c.length += 1
+    return logits
+
+
 @torch.no_grad()
 def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, use_cache: bool = True, *, repetition_penalty: float = 1.0,
              stop_tokens: Iterable[int] | None = None, generator: torch.Generator | None = None,
-             seed: int | None = None) -> torch.Tensor:
+             seed: int | None = None, compile: bool = False) -> torch.Tensor:
     """Extend `idx` (B, T) by up to `max_new_tokens` tokens; returns the ids, prompt included.
 
     Rows that emit a stop token stop there and are padded with `<pad>`; generation ends
-    when every row has stopped. With `use_cache` each step feeds one token through the
-    KV cache instead of re-running the whole context.
+    when every row has stopped. With `use_cache` each step feeds one token through a
+    preallocated KV cache instead of re-running the whole context; with `compile` that
+    step is compiled by `torch.compile` (once per batch size; it falls back to eager mode,
+    saying so, where no C++ compiler is available).
     """
     check_settings(temperature, top_k, top_p, repetition_penalty, max_new_tokens)
     idx = _check_prompt(idx)
@@ -166,12 +236,14 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
         if use_cache:
             if cache is None or cached_from != start:
                 cache, cached_from = model.new_cache(), start
-                logits, _ = model(out[:, start:], cache=cache)  # prefill the window
+                logits = model(out[:, start:], cache=cache)[0][:, -1, :]  # prefill the window
             else:
-                logits, _ = model(out[:, -1:], cache=cache)
+                pos = torch.tensor(len(cache[0]), device=device)
+                token = out[:, -1:].clone(memory_format=torch.contiguous_format)  # fixed strides
+                logits = _step(model, token, pos, cache, compile)
         else:
-            logits, _ = model(out[:, start:])
-        logits = logits[:, -1, :].float()
+            logits = model(out[:, start:])[0][:, -1, :]
+        logits = logits.float()
         if repetition_penalty != 1.0:
             logits = apply_repetition_penalty(logits, out, repetition_penalty)
         nxt = sample_next(logits, temperature, top_k, top_p, generator)

@@ -10,74 +10,24 @@ Command line: `python -m course_utils.train --help`.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
 import re
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from . import amp
+from .datasets import DatasetBatches, WindowBatches  # noqa: F401 (re-exported: train.WindowBatches)
+from .measure import EVAL_OFFSET, evaluate, num_targets, sum_over_ranks, unigram_loss  # noqa: F401
 from .model import GPT, GPTConfig
-from .vocab import PAD, Vocab
-
-EVAL_OFFSET = 10**9  # evaluation batches are drawn from step numbers no training step reaches
-
-
-# ---------------------------------------------------------------------------- batches
-
-
-class WindowBatches:
-    """Random windows of a packed token stream; batch `step` is a pure function of `step`."""
-
-    def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, seed: int = 0):
-        if len(tokens) <= block_size + 1:
-            raise ValueError(f"the token stream ({len(tokens)} tokens) is shorter than one "
-                             f"window ({block_size + 1}): use more text or a smaller block_size")
-        self.tokens, self.batch_size, self.block_size, self.seed = tokens, batch_size, block_size, seed
-
-    def get(self, step: int, rank: int = 0, world_size: int = 1):
-        starts = np.random.default_rng((self.seed, step)).integers(
-            len(self.tokens) - self.block_size - 1, size=self.batch_size)
-        starts = np.array_split(starts, world_size)[rank]
-        chunks = np.stack([self.tokens[s: s + self.block_size + 1] for s in starts]).astype(np.int64)
-        chunks = torch.from_numpy(chunks)
-        return chunks[:, :-1], chunks[:, 1:]
-
-
-class DatasetBatches:
-    """Epochs over a map-style dataset of (x, y) pairs, reshuffled every epoch.
-
-    The permutation of epoch `e` is drawn from `(seed, e)`: the same idea as calling
-    `DistributedSampler.set_epoch(e)` (which the source material forgot).
-    """
-
-    def __init__(self, dataset, batch_size: int, seed: int = 0, shuffle: bool = True):
-        if len(dataset) < batch_size:
-            raise ValueError(f"the dataset has {len(dataset)} examples, fewer than one batch ({batch_size})")
-        self.dataset, self.batch_size, self.seed, self.shuffle = dataset, batch_size, seed, shuffle
-        self.steps_per_epoch = len(dataset) // batch_size  # the last partial batch is dropped
-
-    def indices(self, step: int) -> np.ndarray:
-        epoch, i = divmod(step, self.steps_per_epoch)
-        n = len(self.dataset)
-        order = np.random.default_rng((self.seed, epoch)).permutation(n) if self.shuffle else np.arange(n)
-        return order[i * self.batch_size: (i + 1) * self.batch_size]
-
-    def get(self, step: int, rank: int = 0, world_size: int = 1):
-        idx = np.array_split(self.indices(step), world_size)[rank]
-        xs, ys = zip(*(self.dataset[int(j)] for j in idx), strict=True)
-        return torch.stack(xs), torch.stack(ys)
-
+from .vocab import Vocab
 
 # ---------------------------------------------------------------------------- config
 
@@ -144,58 +94,6 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
-
-
-# ---------------------------------------------------------------------------- evaluation
-
-
-def num_targets(y: torch.Tensor) -> int:
-    """How many targets a batch holds: non-`<pad>` tokens for (B, T) token targets, one
-    per example for (B,) class labels (where label 0 is a class, not padding)."""
-    return int((y != PAD).sum()) if y.dim() >= 2 else y.numel()
-
-
-def sum_over_ranks(total: float, count: float, device, world_size: int = 1) -> tuple[float, float]:
-    """Add up `(total, count)` over the ranks of a DDP run (unchanged for one process).
-
-    Every rank must call it at the same point (it is a collective, like all collectives).
-    """
-    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-        both = torch.tensor([total, count], dtype=torch.float64, device=device)
-        torch.distributed.all_reduce(both)
-        total, count = both.tolist()
-    return total, count
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, source, iters: int, device, precision: str = "fp32",
-             rank: int = 0, world_size: int = 1) -> float:
-    """Mean loss over `iters` fixed batches of `source` (the same batches every time).
-
-    In a DDP run each rank evaluates its share of every batch and the sums are
-    all-reduced, so every rank returns the loss of the whole batches.
-    """
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for i in range(iters):
-        x, y = source.get(EVAL_OFFSET + i, rank, world_size)
-        x, y = x.to(device), y.to(device)
-        with amp.autocast(device, precision):
-            _, loss = model(x, y)
-        n = num_targets(y)
-        total, count = total + float(loss) * n, count + n
-    model.train(was_training)
-    total, count = sum_over_ranks(total, count, device, world_size)
-    return total / max(count, 1)
-
-
-def unigram_loss(train_tokens: np.ndarray, val_tokens: np.ndarray, vocab_size: int) -> float:
-    """Cross-entropy (nats/token) of predicting every token from training-set frequencies
-    alone (add-one smoothed): the baseline a language model must beat."""
-    counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size) + 1.0
-    logp = np.log(counts / counts.sum())
-    return float(-logp[np.asarray(val_tokens, dtype=np.int64)].mean())
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -490,37 +388,9 @@ def train(model: GPT, train_source, cfg: TrainConfig, *, val_source=None, vocab:
 # ---------------------------------------------------------------------------- command line
 
 
-def main(argv: list[str] | None = None) -> int:
-    from . import artifacts
-    from .config import get_profile
+if __name__ == "__main__":  # `python -m course_utils.train`: the command line is in pretrain.py,
+    from course_utils.pretrain import main  # which needs artifacts (and artifacts needs train)
 
-    parser = argparse.ArgumentParser(
-        prog="python -m course_utils.train",
-        description="Pretrain the char-level GPT on the news corpus (what chapter 05 does), "
-                    "cache it for later chapters, and print its validation loss.")
-    parser.add_argument("--profile", choices=["ci", "cpu", "gpu"], help="model size and budget "
-                        "(default: $COURSE_PROFILE, else gpu with CUDA, else cpu)")
-    parser.add_argument("--steps", type=int, help="override the profile's number of steps")
-    parser.add_argument("--force", action="store_true", help="retrain even if a cached model exists")
-    parser.add_argument("--precision", default="fp32", choices=amp.PRECISIONS)
-    args = parser.parse_args(argv)
-    try:
-        profile = get_profile(args.profile)
-        if args.steps is not None:
-            if args.steps < 1:
-                parser.error("--steps must be at least 1")
-            profile = profile.replace(max_steps=args.steps)
-        model, vocab, info = artifacts.pretrained_lm(profile, force=args.force, precision=args.precision)
-    except (ValueError, artifacts.ArtifactError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"profile {profile.name}: {model.num_parameters():,} parameters, "
-          f"val loss {info['val_loss']:.3f} (unigram baseline {info['unigram_loss']:.3f}), "
-          f"checkpoint {info['path']}")
-    return 0
-
-
-if __name__ == "__main__":
     raise SystemExit(main())
 
 

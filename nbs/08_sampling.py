@@ -394,8 +394,11 @@ assert ids == reference[0].tolist(), "the cached loop must give the same tokens"
 print("identical tokens ✓ |", vocab.decode(ids))
 
 # %% [markdown]
-# `course_utils` keeps the same idea inside the model: `model.new_cache()` gives one
-# `KVCache` per block and `model(idx, cache=cache)` appends to it.
+# `course_utils` keeps the same idea inside the model, with one refinement: our inline version
+# grows each cache with `torch.cat`, which allocates a new, larger tensor at every step.
+# `model.new_cache()` gives one `StaticKVCache` per block instead: buffers for `block_size`
+# positions, allocated once and written in place; `model(idx, cache=cache)` fills the next
+# positions, and `cache[i].k` is a view of what is filled so far.
 
 # %%
 cache = model.new_cache()
@@ -477,7 +480,12 @@ plt.show()
 # Timings on a shared machine also jitter from run to run, so the ratio need not rise
 # smoothly with the length even below `block_size`; the load average in the machine line
 # above tells how busy the machine was.
-# `bench/generation.py` measures the same ratio side by side for the
+#
+# Since a cached step is mostly overhead, removing overhead is what speeds it up:
+# `generate(..., compile=True)` compiles the one-token step (`sampling.decode_step`, written
+# with fixed shapes so that `torch.compile` builds one graph for every step) into fused C++
+# kernels. Compiling takes seconds, so it pays for long generations and services.
+# `bench/generation.py` measures eager, compiled and recomputing decoding side by side for the
 # [benchmarks appendix](../book/benchmarks.md).
 #
 # ## 9. Try it: the sampling sliders

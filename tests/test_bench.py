@@ -80,3 +80,22 @@ def test_export_bench_rejects_bad_settings(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--profile", "ci", "--new-tokens", "0"])
     assert "--new-tokens must be at least 1" in capsys.readouterr().err
+
+
+def test_train_step_bench_compares_variants_on_the_same_batches(capsys):
+    bench = _load("train_step")
+    assert bench.main(["--profile", "ci", "--steps", "5", "--block", "2", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line.split("|") for line in out.splitlines()
+            if line.startswith("| ") and "variant" not in line}
+    assert {"fp32 eager (the book's loop)", "+ fused AdamW", "+ fused AdamW + torch.compile"} <= set(rows)
+    for cells in rows.values():                           # the same training, whatever the variant
+        assert float(cells[6]) < 1e-3
+    assert "fastest:" in out and "cpu flags:" in out
+
+
+def test_train_step_bench_rejects_bad_settings(capsys):
+    bench = _load("train_step")
+    with pytest.raises(SystemExit):
+        bench.main(["--profile", "ci", "--steps", "0"])
+    assert "--steps must be at least 1" in capsys.readouterr().err

@@ -237,3 +237,16 @@ def test_dropout_only_in_training():
         torch.testing.assert_close(a, b, atol=0, rtol=0)
         model.train()
         assert not torch.allclose(model(idx)[0], model(idx)[0])
+
+
+def test_compiled_training_forward_has_no_graph_break():
+    """The input checks read token values (`int(idx.max())`): they run in eager mode only, so a
+    compiled forward and loss is one graph."""
+    from conftest import tiny_gpt
+
+    model = tiny_gpt(40, 16)
+    x = torch.randint(0, 40, (2, 16))
+    explanation = torch._dynamo.explain(model)(x, x)
+    assert explanation.graph_break_count == 0
+    with pytest.raises(ValueError, match="outside the vocabulary"):      # eager keeps the check
+        model(torch.full((1, 4), 40))

@@ -277,3 +277,62 @@ def test_complete_and_stop_ids():
 def test_tokens_per_second_runs(model):
     rate = sampling.tokens_per_second(model, torch.tensor([[1, 2]]), 8, repeats=1)
     assert rate > 0
+
+
+# ---------------------------------------------------------------------------- static cache, compile
+
+
+def test_static_cache_is_written_in_place_and_matches_the_growing_cache():
+    from conftest import tiny_gpt
+
+    model = tiny_gpt(40, 16, scale=4.0)
+    x = torch.randint(3, 40, (2, 6))
+    static, growing = model.new_cache(), model.new_cache(static=False)
+    with torch.no_grad():
+        a = model(x, cache=static)[0]
+        b = model(x, cache=growing)[0]
+        buffer = static[0].k_buf
+        a2 = model(x[:, :1], cache=static)[0]
+        b2 = model(x[:, :1], cache=growing)[0]
+    assert torch.allclose(a, b, atol=1e-6) and torch.allclose(a2, b2, atol=1e-6)
+    assert static[0].k_buf is buffer and static[0].k_buf.shape[2] == 16      # preallocated, reused
+    assert len(static[0]) == len(growing[0]) == 7 and static[0].k.shape == growing[0].k.shape
+
+
+@pytest.mark.skipif(sampling.compiler_available() is not None, reason="no C++ compiler for torch.compile")
+def test_compiled_decoding_gives_the_tokens_of_recomputation():
+    from conftest import tiny_gpt
+
+    model = tiny_gpt(40, 16, scale=6.0)
+    prompt = torch.tensor([[5, 9, 17, 4], [7, 7, 30, 2]])
+    recomputed = sampling.generate(model, prompt, 40, temperature=0, use_cache=False)   # slides twice
+    compiled = sampling.generate(model, prompt, 40, temperature=0, compile=True)
+    eager = sampling.generate(model, prompt, 40, temperature=0)
+    assert torch.equal(compiled, recomputed) and torch.equal(eager, recomputed)
+    sampled = [sampling.generate(model, prompt, 20, temperature=1.0, top_k=10, seed=3, compile=c)
+               for c in (False, True)]
+    assert torch.equal(*sampled)
+
+
+def test_decode_step_compiles_to_one_graph_without_breaks():
+    from conftest import tiny_gpt
+
+    model = tiny_gpt(40, 16)
+    cache = model.new_cache()
+    with torch.no_grad():
+        model(torch.tensor([[3, 4, 5]]), cache=cache)
+        explanation = torch._dynamo.explain(sampling.decode_step)(
+            model, torch.tensor([[6]]), torch.tensor(3), [c.k_buf for c in cache], [c.v_buf for c in cache])
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+
+
+def test_no_compiler_means_eager_with_one_message(monkeypatch, capsys):
+    from conftest import tiny_gpt
+
+    monkeypatch.setattr(sampling, "compiler_available", lambda: "no C++ compiler (test)")
+    model = tiny_gpt(40, 16, scale=4.0)
+    prompt = torch.tensor([[5, 9, 17]])
+    out = sampling.generate(model, prompt, 6, temperature=0, compile=True)
+    assert torch.equal(out, sampling.generate(model, prompt, 6, temperature=0, use_cache=False))
+    assert capsys.readouterr().out.count("torch.compile is not available here") == 1
+    sampling._COMPILED.pop(id(model), None)

@@ -32,8 +32,18 @@ def trace():
         cache = kwargs.get("cache")
         calls.append((args[0].size(1), len(cache[0]) if cache else 0))
 
-    model.register_forward_pre_hook(hook, with_kwargs=True)
-    sampling.generate(model, torch.arange(3, 3 + PROMPT)[None], NEW, temperature=0, use_cache=True)
+    model.register_forward_pre_hook(hook, with_kwargs=True)   # prefills run the whole model
+    one_token = sampling.decode_step                           # one-token steps run decode_step
+
+    def traced(model, token, pos, keys, values):
+        calls.append((token.size(1), int(pos)))
+        return one_token(model, token, pos, keys, values)
+
+    sampling.decode_step = traced
+    try:
+        sampling.generate(model, torch.arange(3, 3 + PROMPT)[None], NEW, temperature=0, use_cache=True)
+    finally:
+        sampling.decode_step = one_token
     assert len(calls) == NEW
     return calls
 
@@ -72,7 +82,7 @@ def cached_panel(ax):
     S.label(ax, 16.6, row_t + 1.7, "k_t", size=10, weight="bold")
     S.arrow(ax, (14.3, 39.0), (40, 39.0), (40, row_t), (vx - 2.0, row_t))
     S.label(ax, 37.6, row_t + 1.7, "v_t", size=10, weight="bold")
-    S.label(ax, 16, 36.0, "cache.update(k, v): torch.cat(…, dim=−2)", size=9,
+    S.label(ax, 16, 36.0, "cache.update(k, v): written in place at row t", size=9,
             color=S.MUTED, ha="left", zorder=5,
             bbox=dict(fc="white", ec="none", pad=0.5))
     # q_t attends over all t keys
