@@ -175,18 +175,10 @@ def dialogue_lm(profile=None, *, dialogues=None, force: bool = False, progress: 
     `info` has the path, the best step, the validation losses before and after, and the
     training history.
     """
-    import tempfile
 
     from .config import get_device, get_profile, seed_everything
     from .datasets import DialogueExamples
-    from .train import (
-        DatasetBatches,
-        atomic_save,
-        evaluate,
-        load_checkpoint,
-        make_checkpoint,
-        train,
-    )
+    from .train import DatasetBatches, atomic_save, evaluate, make_checkpoint, train_keeping_best
 
     profile = profile or get_profile()
     device = torch.device(device) if device else get_device()
@@ -211,12 +203,8 @@ def dialogue_lm(profile=None, *, dialogues=None, force: bool = False, progress: 
     val_before = evaluate(model, val_src, 1, device)
 
     seed_everything(0)
-    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".dialogue_run.") as run_dir:
-        cfg.checkpoint_dir, cfg.keep_last = run_dir, 1
-        result = train(model, train_src, cfg, val_source=val_src, vocab=vocab, device=device)
-        best = load_checkpoint(Path(run_dir) / "best.pt", map_location=device)
-        cfg.checkpoint_dir = None
-    model.load_state_dict(best["model"])
+    result, best = train_keeping_best(model, train_src, cfg, val_source=val_src, vocab=vocab,
+                                      device=device, prefix=".dialogue_run.")
     history = result.history
     info = {"profile": profile.name, "steps": result.step, "best_step": best["step"],
             "val_loss_before": val_before, "val_loss": result.best_val_loss,
@@ -280,11 +268,10 @@ def review_lm(profile=None, *, force: bool = False, progress: bool = True, devic
     Returns `(model, vocab, info)`; `info` has the review and news validation losses before
     and after, the best step, the minutes it took and the training history.
     """
-    import tempfile
     import time
 
     from .config import get_device, get_profile, seed_everything
-    from .train import TrainConfig, atomic_save, evaluate, load_checkpoint, make_checkpoint, train
+    from .train import TrainConfig, atomic_save, evaluate, make_checkpoint, train_keeping_best
 
     profile = profile or get_profile()
     device = torch.device(device) if device else get_device()
@@ -309,12 +296,8 @@ def review_lm(profile=None, *, force: bool = False, progress: bool = True, devic
                       weight_decay=0.1, progress=progress)
     seed_everything(0)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".reviews_run.") as run_dir:
-        cfg.checkpoint_dir, cfg.keep_last = run_dir, 1
-        result = train(model, fit_src, cfg, val_source=val_src, vocab=vocab, device=device)
-        best = load_checkpoint(Path(run_dir) / "best.pt", map_location=device)
-        cfg.checkpoint_dir = None
-    model.load_state_dict(best["model"])
+    result, best = train_keeping_best(model, fit_src, cfg, val_source=val_src, vocab=vocab,
+                                      device=device, prefix=".reviews_run.")
     minutes = (time.perf_counter() - t0) / 60
     after = {"reviews": evaluate(model, val_src, iters, device), "news": evaluate(model, news_val, iters, device)}
     info = {"profile": profile.name, "steps": result.step, "best_step": best["step"],

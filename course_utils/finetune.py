@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -365,18 +364,11 @@ def train_best(model: nn.Module, fit, val, cfg, batch_size: int, seed: int = 0):
     """Train `model` on (input, label) datasets with the book's loop and keep the weights of the
     evaluation with the lowest validation loss (steps chosen on validation, never on test).
     Returns (the train result, the best step)."""
-    import tempfile
+    from .train import DatasetBatches, train_keeping_best
 
-    from .config import cache_dir
-    from .train import DatasetBatches, load_checkpoint, train
-
-    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".finetune_run.") as run_dir:
-        cfg.checkpoint_dir, cfg.keep_last = run_dir, 1
-        result = train(model, DatasetBatches(fit, batch_size, seed=seed), cfg,
-                       val_source=DatasetBatches(val, min(len(val), 4 * batch_size), seed=1))
-        best = load_checkpoint(Path(run_dir) / "best.pt")
-        cfg.checkpoint_dir = None
-    model.load_state_dict(best["model"])
+    result, best = train_keeping_best(model, DatasetBatches(fit, batch_size, seed=seed), cfg,
+                                      val_source=DatasetBatches(val, min(len(val), 4 * batch_size), seed=1),
+                                      prefix=".finetune_run.")
     return result, int(best["step"])
 
 

@@ -388,12 +388,30 @@ def train(model: GPT, train_source, cfg: TrainConfig, *, val_source=None, vocab:
 # ---------------------------------------------------------------------------- command line
 
 
+def train_keeping_best(model: nn.Module, train_source, cfg: TrainConfig, *, val_source,
+                       vocab: Vocab | None = None, device=None, prefix: str = ".run."):
+    """`train`, then load the weights of the evaluation with the lowest validation loss (the
+    number of steps chosen on validation). Checkpoints go to a temporary folder in the cache,
+    removed afterwards. Returns `(the train result, the best checkpoint)`."""
+    from .config import cache_dir
+
+    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=prefix) as run_dir:
+        cfg.checkpoint_dir, cfg.keep_last = run_dir, 1
+        try:
+            result = train(model, train_source, cfg, val_source=val_source, vocab=vocab, device=device)
+            best = load_checkpoint(Path(run_dir) / "best.pt", map_location=device or "cpu")
+        finally:
+            cfg.checkpoint_dir = None
+    model.load_state_dict(best["model"])
+    return result, best
+
+
 if __name__ == "__main__":  # `python -m course_utils.train`: the command line is in pretrain.py,
     from course_utils.pretrain import main  # which needs artifacts (and artifacts needs train)
 
     raise SystemExit(main())
 
 
-__all__ = ["TrainConfig", "WindowBatches", "DatasetBatches", "train", "lr_at", "configure_optimizer",
+__all__ = ["TrainConfig", "WindowBatches", "DatasetBatches", "train", "train_keeping_best", "lr_at", "configure_optimizer",
            "evaluate", "sum_over_ranks", "unigram_loss", "CheckpointManager", "CheckpointError", "atomic_save",
            "make_checkpoint", "load_checkpoint", "check_compatible", "model_from_checkpoint"]
