@@ -28,7 +28,7 @@ import torch
 
 from .model import GPT, GPTConfig
 from .quantize import quantize_symmetric
-from .vocab import Vocab, atomic_write_text
+from .vocab import Vocab, atomic_path, atomic_write_text
 
 BROWSER_FORMAT = "gpt-book/1"
 PRECISIONS = ("int8", "float16", "float32")
@@ -128,6 +128,30 @@ def _model_from(config: dict, tensors: dict[str, dict]) -> GPT:
 def browser_model(model: GPT, precision: str = "int8") -> GPT:
     """A GPT holding exactly the weights the page computes with (int8 rounded, if so exported)."""
     return _model_from(model.config.to_dict(), browser_tensors(model, precision))
+
+
+def browser_file_text(model: GPT, vocab: Vocab, *, name: str, meta: dict | None = None,
+                      precision: str = "int8") -> str:
+    """The text of a model file (what `to_browser` writes)."""
+    if not re.fullmatch(r"[a-z0-9_-]+", name):
+        raise ExportError(f"name must be lower-case letters, digits, '-' or '_', got {name!r}")
+    if len(vocab) != model.config.vocab_size:
+        raise ExportError(f"the vocabulary has {len(vocab)} tokens, the model {model.config.vocab_size}: "
+                          "export the vocabulary the model was trained with")
+    tensors = {}
+    for key, entry in browser_tensors(model, precision).items():
+        stored = {"shape": entry["shape"], "dtype": entry["dtype"]}
+        if entry["dtype"] == "int8":
+            stored.update(data=_b64(entry["q"]), scale=_b64(entry["scale"]))
+        else:
+            stored["data"] = _b64(entry["data"])
+        tensors[key] = stored
+    doc = {"format": BROWSER_FORMAT, "name": name, "config": model.config.to_dict(),
+           "vocab": vocab.idx2token, "meta": dict(meta or {}, precision=precision), "tensors": tensors}
+    body = json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
+    return (f"/* {name}: {(meta or {}).get('title', 'a GPT')}, exported by `python -m "
+            f"course_utils.export` for book/_static/gpt.js. Generated: do not edit. */\n"
+            f'(window.GPT_MODELS = window.GPT_MODELS || {{}})["{name}"] = {body};\n')
 
 
 def to_browser(model: GPT, vocab: Vocab, path, *, name: str, meta: dict | None = None,
@@ -372,8 +396,6 @@ def to_onnx(model: GPT, path, *, quantize: bool = False) -> Path:
     """Export the forward pass to ONNX (dynamic batch, length 1..block_size), check it with
     `onnx.checker`; with `quantize`, also write `<name>.int8.onnx` (ONNX Runtime's dynamic
     int8 quantizer) next to it. Returns the path of the fp32 model."""
-    import os
-    import tempfile
     import warnings
 
     import onnx
@@ -384,9 +406,7 @@ def to_onnx(model: GPT, path, *, quantize: bool = False) -> Path:
     T = min(8, model.config.block_size)
     example = torch.zeros(2, T, dtype=torch.long)
     batch, time_ = torch.export.Dim("batch", min=1), torch.export.Dim("time", min=1, max=model.config.block_size)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".onnx") as tmp:
         with warnings.catch_warnings(), _quiet():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(_LogitsOnly(exportable).eval(), (example,), dynamo=True,
@@ -395,10 +415,6 @@ def to_onnx(model: GPT, path, *, quantize: bool = False) -> Path:
                                         external_data=False, verbose=False)
         program.save(tmp)
         onnx.checker.check_model(onnx.load(tmp), full_check=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     if quantize:
         quantize_onnx(path, path.with_suffix(".int8.onnx"))
     return path
@@ -407,21 +423,11 @@ def to_onnx(model: GPT, path, *, quantize: bool = False) -> Path:
 def quantize_onnx(src, dst) -> Path:
     """ONNX Runtime's dynamic int8 quantization of an exported model (weights int8 per tensor,
     activations quantized on the fly), written atomically."""
-    import os
-    import tempfile
-
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dst = Path(dst)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".onnx")
-    os.close(fd)
-    try:
-        with _quiet():
-            quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(dst, suffix=".onnx") as tmp, _quiet():
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
     return dst
 
 
@@ -494,30 +500,6 @@ def _val_loss(model: GPT, which: str, vocab: Vocab, profile) -> float:
     _, val_dialogues = artifacts.dialogue_splits(vocab)
     val_set = DialogueExamples(val_dialogues, vocab, model.config.block_size, response_only=True)
     return evaluate(model, DatasetBatches(val_set, len(val_set), shuffle=False), 1, "cpu")
-
-
-def browser_file_text(model: GPT, vocab: Vocab, *, name: str, meta: dict | None = None,
-                      precision: str = "int8") -> str:
-    """The text of a model file (what `to_browser` writes)."""
-    if not re.fullmatch(r"[a-z0-9_-]+", name):
-        raise ExportError(f"name must be lower-case letters, digits, '-' or '_', got {name!r}")
-    if len(vocab) != model.config.vocab_size:
-        raise ExportError(f"the vocabulary has {len(vocab)} tokens, the model {model.config.vocab_size}: "
-                          "export the vocabulary the model was trained with")
-    tensors = {}
-    for key, entry in browser_tensors(model, precision).items():
-        stored = {"shape": entry["shape"], "dtype": entry["dtype"]}
-        if entry["dtype"] == "int8":
-            stored.update(data=_b64(entry["q"]), scale=_b64(entry["scale"]))
-        else:
-            stored["data"] = _b64(entry["data"])
-        tensors[key] = stored
-    doc = {"format": BROWSER_FORMAT, "name": name, "config": model.config.to_dict(),
-           "vocab": vocab.idx2token, "meta": dict(meta or {}, precision=precision), "tensors": tensors}
-    body = json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
-    return (f"/* {name}: {(meta or {}).get('title', 'a GPT')}, exported by `python -m "
-            f"course_utils.export` for book/_static/gpt.js. Generated: do not edit. */\n"
-            f'(window.GPT_MODELS = window.GPT_MODELS || {{}})["{name}"] = {body};\n')
 
 
 def export_site_models(profile=None, out_dir=None, precision: str = "int8", page=None,

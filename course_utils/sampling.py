@@ -161,8 +161,12 @@ def decode_step(model, token: torch.Tensor, pos: torch.Tensor, keys: list, value
     return model.lm_head(model.ln_f(x))[:, -1]
 
 
-_COMPILED: dict = {}       # id(model) -> the compiled decode step, or None where it failed
-_compiled_decode = None
+_EAGER_ONLY: set[int] = set()   # ids of models whose step could not be compiled: said once
+
+
+@functools.cache
+def _compiled_decode_step():
+    return torch.compile(decode_step, fullgraph=True, dynamic=False)
 
 
 @functools.lru_cache(maxsize=1)
@@ -178,27 +182,21 @@ def compiler_available() -> str | None:
 
 def _step(model, token, pos, caches, compile: bool) -> torch.Tensor:
     """The next logits (B, V) for one new token, through the static caches (lengths advanced)."""
-    global _compiled_decode
     keys, values = [c.k_buf for c in caches], [c.v_buf for c in caches]
-    fn = decode_step
-    if compile and _COMPILED.get(id(model), True) is not None:
+    if compile and id(model) not in _EAGER_ONLY:
         why = compiler_available()
         if why is None:
-            if _compiled_decode is None:
-                _compiled_decode = torch.compile(decode_step, fullgraph=True, dynamic=False)
-            fn = _compiled_decode
-        else:
-            print(f"torch.compile is not available here ({why}): decoding without it")
-            _COMPILED[id(model)] = None
-    try:
-        logits = fn(model, token, pos, keys, values)
-    except Exception as err:  # a failed compilation: say so once, then decode in eager mode
-        if fn is decode_step:
-            raise
-        print(f"torch.compile failed here ({type(err).__name__}: {str(err).splitlines()[0][:120]}): "
-              f"decoding without it")
-        _COMPILED[id(model)] = None
-        logits = decode_step(model, token, pos, keys, values)
+            try:
+                return _advance(caches, _compiled_decode_step()(model, token, pos, keys, values))
+            except Exception as err:  # a failed compilation: say so once, then decode eagerly
+                why = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
+        print(f"torch.compile is not available here ({why}): decoding without it")
+        _EAGER_ONLY.add(id(model))
+    return _advance(caches, decode_step(model, token, pos, keys, values))
+
+
+def _advance(caches, logits: torch.Tensor) -> torch.Tensor:
+    """Count the position just written into every cache; pass the logits through."""
     for c in caches:
         c.length += 1
     return logits

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
 import tempfile
 import time
@@ -27,7 +26,7 @@ from . import amp
 from .datasets import DatasetBatches, WindowBatches  # noqa: F401 (re-exported: train.WindowBatches)
 from .measure import EVAL_OFFSET, evaluate, num_targets, sum_over_ranks, unigram_loss  # noqa: F401
 from .model import GPT, GPTConfig
-from .vocab import Vocab
+from .vocab import Vocab, atomic_path
 
 # ---------------------------------------------------------------------------- config
 
@@ -109,16 +108,8 @@ def atomic_save(obj, path: str | Path) -> Path:
     A crash mid-save leaves the previous file untouched (and no half-written one).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a saved file is an ordinary one
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -6,6 +6,7 @@ hashing is randomised per process), so a saved checkpoint always matches its voc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -24,19 +25,26 @@ class VocabError(ValueError):
     """A vocabulary file is malformed."""
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: never half-written."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = ".tmp"):
+    """A temporary file next to `path` to write to; when the block succeeds it becomes `path`
+    (an ordinary 0644 file, by one rename), when it fails it is removed: never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        yield Path(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a saved file is an ordinary one
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: never half-written."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 class Vocab:

@@ -335,4 +335,4 @@ def test_no_compiler_means_eager_with_one_message(monkeypatch, capsys):
     out = sampling.generate(model, prompt, 6, temperature=0, compile=True)
     assert torch.equal(out, sampling.generate(model, prompt, 6, temperature=0, use_cache=False))
     assert capsys.readouterr().out.count("torch.compile is not available here") == 1
-    sampling._COMPILED.pop(id(model), None)
+    sampling._EAGER_ONLY.discard(id(model))

@@ -33,12 +33,15 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a source checkout
+
+from course_utils.vocab import atomic_path  # noqa: E402  (stdlib only: no torch imported)
+
 FONT_OUT = ROOT / "book" / "_static" / "fonts" / "book-cjk.woff2"
 CSS_OUT = ROOT / "book" / "_static" / "cjk-font.css"
 FAMILY = "Book CJK"
@@ -278,16 +281,8 @@ def _wrap(text: str, width: int) -> list[str]:
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write to a temporary file next to `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def build(font_out: Path = FONT_OUT, css_out: Path = CSS_OUT, font: str | None = None,
