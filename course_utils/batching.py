@@ -1,0 +1,212 @@
+"""Dynamic batching: the requests in flight decoded together, one matrix multiply per layer.
+
+Each request is a `Group` of rows (its samples) kept in lockstep and sampled with its own
+generator, so it gets exactly the tokens `sampling.generate` gives it alone; a
+`BatchEngine` shares only the one-token decode steps, over a preallocated KV cache with
+one row (slot) per sample and a position per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .sampling import _context_start, apply_repetition_penalty, check_settings, sample_next
+from .vocab import PAD
+
+# ---------------------------------------------------------------------------- the shared step
+
+
+def decode_step_rows(model, token: torch.Tensor, pos: torch.Tensor, keys: list,
+                     values: list) -> torch.Tensor:
+    """`sampling.decode_step` with a position per row: rows at different places of their
+    windows take one step together. `token` (B, 1); `pos` (B,) long, each row's position;
+    `keys`/`values` are the caches' buffers (B, H, block_size, head_dim), written in place
+    at each row's own position. Returns the logits (B, V).
+
+    Row b attends to its positions 0..pos[b] (mask `keep`, (B, 1, 1, T)); what lies beyond,
+    left by an earlier request in that slot, is masked out."""
+    cfg = model.config
+    B, H, T = token.size(0), cfg.n_heads, cfg.block_size
+    hd = cfg.d_model // H
+    x = model.tok_emb(token) + model.pos_emb(pos)[:, None, :]                  # (B, 1, d)
+    keep = (torch.arange(T, device=token.device) <= pos[:, None]).view(B, 1, 1, T)
+    rows = torch.arange(B, device=token.device)
+    for block, k_buf, v_buf in zip(model.blocks, keys, values, strict=True):
+        q, k, v = block.attn.qkv(block.ln1(x)).split(cfg.d_model, dim=2)
+        q, k, v = (t.view(B, 1, H, hd).transpose(1, 2) for t in (q, k, v))   # (B, H, 1, hd)
+        k_buf[rows, :, pos] = k[:, :, 0]                                       # row b at pos[b]
+        v_buf[rows, :, pos] = v[:, :, 0]
+        y = F.scaled_dot_product_attention(q, k_buf, v_buf, attn_mask=keep)
+        x = x + block.attn.proj(y.transpose(1, 2).reshape(B, 1, cfg.d_model))
+        x = x + block.mlp(block.ln2(x))
+    return model.lm_head(model.ln_f(x))[:, -1]
+
+
+# ---------------------------------------------------------------------------- one request
+
+
+class Group:
+    """The rows of one request, decoded exactly as `sampling.generate` decodes them alone:
+    same window rule, one generator for all of them, `<pad>` after a row stops, the
+    repetition penalty over the group's own rows, and done when every row has stopped."""
+
+    def __init__(self, ids: Sequence[int], num_samples: int, max_new_tokens: int, *,
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                 repetition_penalty: float = 1.0, seed: int | None = None,
+                 stop_tokens: Iterable[int] | None = None, device="cpu"):
+        check_settings(temperature, top_k, top_p, repetition_penalty, max_new_tokens)
+        if not len(ids):
+            raise ValueError("the prompt is empty: give at least one token")
+        self.out = torch.tensor([list(ids)] * num_samples, dtype=torch.long, device=device)
+        self.prompt_len, self.max_new_tokens = len(ids), max_new_tokens
+        self.sampler = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+        self.repetition_penalty = repetition_penalty
+        self.generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
+        self.stops = torch.tensor(sorted(set(stop_tokens or [])), dtype=torch.long, device=device)
+        self.done = torch.zeros(num_samples, dtype=torch.bool, device=device)
+        self.start, self.cached_from, self.steps = 0, None, 0
+        self.finished = False
+        self.rows: list[int] = []          # the engine's cache slots this group occupies
+
+    def __len__(self) -> int:
+        return self.out.size(0)
+
+    def slide(self, block_size: int) -> bool:
+        """Move the window for this step; True when the group must be prefilled (its first
+        step, or the window slid by half a block)."""
+        self.start = _context_start(self.out.size(1), self.start, block_size)
+        return self.cached_from != self.start
+
+    def position(self) -> int:
+        """Where the last token goes in the window (the decode step's `pos`)."""
+        return self.out.size(1) - 1 - self.start
+
+    def sample(self, logits: torch.Tensor) -> torch.Tensor:
+        """Pick the next token of every row from its logits (rows, V); returns them (rows,)."""
+        logits = logits.float()
+        if self.repetition_penalty != 1.0:
+            logits = apply_repetition_penalty(logits, self.out, self.repetition_penalty)
+        nxt = sample_next(logits, generator=self.generator, **self.sampler)
+        nxt = torch.where(self.done[:, None], torch.full_like(nxt, PAD), nxt)
+        self.out = torch.cat([self.out, nxt], dim=1)
+        self.steps += 1
+        if self.stops.numel():
+            self.done |= torch.isin(nxt[:, 0], self.stops)
+        self.finished = self.steps >= self.max_new_tokens or bool(self.done.all())
+        return nxt[:, 0]
+
+    def new_tokens(self) -> torch.Tensor:
+        """What was generated so far (rows, steps), prompt excluded."""
+        return self.out[:, self.prompt_len:]
+
+
+# ---------------------------------------------------------------------------- many requests
+
+
+class BatchEngine:
+    """Groups in flight over one preallocated KV cache of `max_rows` slots.
+
+    `add` puts a group in free slots (lowest first); `step` gives every row of every group
+    its next token: groups whose window is new or slid are prefilled alone (their own
+    forward pass), all the others share ONE `decode_step_rows`; finished groups leave and
+    their slots are reused. `max_groups` caps the requests decoded at once (1: one after
+    the other, the unbatched service)."""
+
+    def __init__(self, model, max_rows: int = 64, max_groups: int | None = None):
+        if max_rows < 1 or (max_groups is not None and max_groups < 1):
+            raise ValueError(f"max_rows and max_groups must be at least 1, got {max_rows}, {max_groups}")
+        cfg = model.config
+        self.model, self.max_rows, self.max_groups = model, max_rows, max_groups
+        param = next(model.parameters())
+        self.device = param.device
+        shape = (max_rows, cfg.n_heads, cfg.block_size, cfg.d_model // cfg.n_heads)
+        self.keys = [torch.zeros(shape, dtype=param.dtype, device=param.device) for _ in model.blocks]
+        self.values = [torch.zeros_like(k) for k in self.keys]
+        self.free = list(range(max_rows))
+        self.groups: list[Group] = []
+
+    def rows_in_use(self) -> int:
+        return self.max_rows - len(self.free)
+
+    def fits(self, group: Group) -> bool:
+        """Is there room for `group` now?"""
+        if len(group) > self.max_rows:
+            raise ValueError(f"a request of {len(group)} rows can never fit in {self.max_rows} slots")
+        under_cap = self.max_groups is None or len(self.groups) < self.max_groups
+        return under_cap and len(group) <= len(self.free)
+
+    def add(self, group: Group) -> None:
+        if not self.fits(group):
+            raise RuntimeError("no room for this group now: check fits() first")
+        self.free.sort()
+        group.rows, self.free = self.free[:len(group)], self.free[len(group):]
+        self.groups.append(group)
+
+    def remove(self, group: Group) -> None:
+        """Take a group out (finished or abandoned); its slots become free."""
+        self.groups.remove(group)
+        self.free += group.rows
+        group.rows = []
+
+    @torch.inference_mode()
+    def step(self) -> list[tuple[Group, torch.Tensor]]:
+        """One token for every row in flight: [(group, its new tokens (rows,)), ...]."""
+        block = self.model.config.block_size
+        prefill = [g for g in self.groups if g.slide(block)]
+        steady = [g for g in self.groups if g not in prefill]
+        logits = {}
+        if steady:
+            batch = self._decode(steady)
+            logits = {id(g): batch[g.rows] for g in steady}
+        for g in prefill:   # after the shared step, which fed these slots a dummy token
+            logits[id(g)] = self._prefill(g)
+        stepped = [(g, g.sample(logits[id(g)])) for g in self.groups]
+        for g, _ in stepped:
+            if g.finished:
+                self.remove(g)
+        return stepped
+
+    def _decode(self, groups: list[Group]) -> torch.Tensor:
+        """ONE decode step for the rows of `groups`, over slots 0..hi-1 (free slots and
+        slots about to be prefilled get `<pad>` at position 0 and are ignored)."""
+        hi = 1 + max(max(g.rows) for g in groups)
+        token = torch.full((hi, 1), PAD, dtype=torch.long, device=self.device)
+        pos = torch.zeros(hi, dtype=torch.long, device=self.device)
+        for g in groups:
+            token[g.rows, 0] = g.out[:, -1]
+            pos[g.rows] = g.position()
+        return decode_step_rows(self.model, token, pos, [k[:hi] for k in self.keys],
+                                [v[:hi] for v in self.values])
+
+    def _prefill(self, group: Group) -> torch.Tensor:
+        """The group's window through the model alone, as `generate` does; its cache is
+        copied into the group's slots. Returns the last position's logits (rows, V)."""
+        cache = self.model.new_cache()
+        logits = self.model(group.out[:, group.start:], cache=cache)[0][:, -1, :]
+        rows = torch.tensor(group.rows, device=self.device)
+        for layer, c in enumerate(cache):
+            self.keys[layer][rows] = c.k_buf
+            self.values[layer][rows] = c.v_buf
+        group.cached_from = group.start
+        return logits
+
+
+def generate_together(model, groups: Sequence[Group], max_rows: int = 64,
+                      arrivals: Sequence[int] | None = None) -> list[torch.Tensor]:
+    """Decode `groups` through one engine until all finish; group i joins at step
+    `arrivals[i]` (default: all at step 0), or later if the slots are full. Returns each
+    group's ids, prompt included, like `sampling.generate`. (A test and teaching helper:
+    the service feeds its engine from a queue instead.)"""
+    engine = BatchEngine(model, max_rows)
+    arrivals = list(arrivals) if arrivals is not None else [0] * len(groups)
+    waiting = sorted(range(len(groups)), key=lambda i: arrivals[i])
+    step = 0
+    while waiting or engine.groups:
+        while waiting and arrivals[waiting[0]] <= step and engine.fits(groups[waiting[0]]):
+            engine.add(groups[waiting.pop(0)])
+        engine.step()
+        step += 1
+    return [g.out for g in groups]
