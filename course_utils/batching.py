@@ -160,10 +160,10 @@ class BatchEngine:
         logits = {}
         if steady:
             batch = self._decode(steady)
-            logits = {id(g): batch[g.rows] for g in steady}
+            logits = {g: batch[g.rows] for g in steady}
         for g in prefill:   # after the shared step, which fed these slots a dummy token
-            logits[id(g)] = self._prefill(g)
-        stepped = [(g, g.sample(logits[id(g)])) for g in self.groups]
+            logits[g] = self._prefill(g)
+        stepped = [(g, g.sample(logits[g])) for g in self.groups]
         for g, _ in stepped:
             if g.finished:
                 self.remove(g)

@@ -151,10 +151,10 @@ class Worker:
         self.engine = BatchEngine(model, max_rows, max_groups)
         self.vocab, self.max_queue = vocab, max_queue
         self.pending: deque[Job] = deque()
-        self.running: dict[int, Job] = {}           # id(group) -> job
+        self.running: dict[Group, Job] = {}         # the groups in the engine, and their jobs
         self.cond = threading.Condition()
         self.accepting, self.stopping = True, False
-        self.stats: Counter = Counter()
+        self.stats = Counter(finished=0, cancelled=0, refused=0, largest_batch=0)
         self.thread = threading.Thread(target=self._run, name="generate", daemon=True)
 
     def start(self) -> None:
@@ -214,36 +214,36 @@ class Worker:
             elif self.engine.fits(job.group):
                 self.pending.popleft()
                 self.engine.add(job.group)
-                self.running[id(job.group)] = job
+                self.running[job.group] = job
             else:
                 break
 
     def _drop_abandoned(self) -> None:
-        for key, job in list(self.running.items()):
+        for group, job in list(self.running.items()):
             if job.cancelled.is_set():
-                self.engine.remove(job.group)
-                del self.running[key]
                 self.stats["cancelled"] += 1
+                del self.running[group]
+                self.engine.remove(group)
 
     def _step(self) -> None:
         try:
             stepped = self.engine.step()
         except Exception as err:  # a bug or out of memory: fail these requests, keep serving
-            for job in self.running.values():
+            for group, job in self.running.items():
                 job.emit("error", (500, f"generation failed: {type(err).__name__}: {err}"))
-                if job.group in self.engine.groups:
-                    self.engine.remove(job.group)
+                if group in self.engine.groups:
+                    self.engine.remove(group)
             self.running.clear()
             return
         self.stats["largest_batch"] = max(self.stats["largest_batch"], len(stepped))
         for group, tokens in stepped:
-            job = self.running[id(group)]
+            job = self.running[group]
             if job.stream:
                 pieces = [self.vocab.decode([t], skip_special=True) for t in tokens.tolist()]
                 if any(pieces):
                     job.emit("pieces", pieces)
             if group.finished:
-                del self.running[id(group)]
+                del self.running[group]
                 self.stats["finished"] += 1
                 job.emit("done", [self.vocab.decode(row.tolist(), skip_special=True)
                                   for row in group.new_tokens()])

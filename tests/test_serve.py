@@ -233,7 +233,7 @@ async def test_a_client_that_disconnects_mid_stream_frees_its_rows(aiohttp_clien
     assert (await health(client))["rows_in_use"] == 4
     resp.close()   # the client goes away
     state = await until(client, lambda s: s["rows_in_use"] == 0)
-    assert state["cancelled"] == 1 and state.get("finished", 0) == 0 and state["running"] == 0
+    assert state["cancelled"] == 1 and state["finished"] == 0 and state["running"] == 0
 
 
 async def test_a_full_queue_answers_503_with_retry_after(aiohttp_client, model_and_vocab):
@@ -329,3 +329,31 @@ def test_the_command_line_finishes_the_running_batch_on_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
         log.close()
+
+
+class BrokenHead(torch.nn.Module):
+    """A head that fails once when asked to: a bug, or memory running out, mid-generation."""
+
+    def __init__(self, head):
+        super().__init__()
+        self.head, self.fail = head, False
+
+    def forward(self, x):
+        if self.fail:
+            self.fail = False
+            raise RuntimeError("out of memory (simulated)")
+        return self.head(x)
+
+
+async def test_a_failed_generation_gives_500_and_the_service_goes_on(aiohttp_client, model_and_vocab):
+    model, vocab = model_and_vocab
+    broken = copy.deepcopy(model)
+    broken.lm_head = BrokenHead(broken.lm_head)
+    client = await aiohttp_client(make_app(broken, vocab))
+    broken.lm_head.fail = True
+    resp = await client.post("/generate", json={"context": "今天", "maxlength": 5})
+    assert resp.status == 500 and "out of memory (simulated)" in (await resp.json())["error"]
+    body = {"context": "今天", "maxlength": 5, "seed": 1}
+    resp = await client.post("/generate", json=body)
+    assert resp.status == 200 and await resp.json() == alone(model, vocab, body)
+    assert (await health(client))["rows_in_use"] == 0
