@@ -160,7 +160,7 @@ class BatchEngine:
         logits = {}
         if steady:
             batch = self._decode(steady)
-            logits = {g: batch[g.rows] for g in steady}
+            logits = dict(zip(steady, batch.split([len(g) for g in steady]), strict=True))
         for g in prefill:   # after the shared step, which fed these slots a dummy token
             logits[g] = self._prefill(g)
         stepped = [(g, g.sample(logits[g])) for g in self.groups]
@@ -171,15 +171,17 @@ class BatchEngine:
 
     def _decode(self, groups: list[Group]) -> torch.Tensor:
         """ONE decode step for the rows of `groups`, over slots 0..hi-1 (free slots and
-        slots about to be prefilled get `<pad>` at position 0 and are ignored)."""
-        hi = 1 + max(max(g.rows) for g in groups)
+        slots about to be prefilled get `<pad>` at position 0 and are ignored). Returns
+        the logits of the groups' rows, group after group."""
+        rows = torch.tensor([r for g in groups for r in g.rows], device=self.device)
+        hi = 1 + int(rows.max())
         token = torch.full((hi, 1), PAD, dtype=torch.long, device=self.device)
         pos = torch.zeros(hi, dtype=torch.long, device=self.device)
-        for g in groups:
-            token[g.rows, 0] = g.out[:, -1]
-            pos[g.rows] = g.position()
-        return decode_step_rows(self.model, token, pos, [k[:hi] for k in self.keys],
-                                [v[:hi] for v in self.values])
+        token[rows, 0] = torch.cat([g.out[:, -1] for g in groups])
+        pos[rows] = torch.tensor([g.position() for g in groups for _ in g.rows], device=self.device)
+        logits = decode_step_rows(self.model, token, pos, [k[:hi] for k in self.keys],
+                                  [v[:hi] for v in self.values])
+        return logits[rows]
 
     def _prefill(self, group: Group) -> torch.Tensor:
         """The group's window through the model alone, as `generate` does; its cache is
