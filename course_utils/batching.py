@@ -90,7 +90,7 @@ class Group:
         if self.repetition_penalty != 1.0:
             logits = apply_repetition_penalty(logits, self.out, self.repetition_penalty)
         nxt = sample_next(logits, generator=self.generator, **self.sampler)
-        nxt = torch.where(self.done[:, None], torch.full_like(nxt, PAD), nxt)
+        nxt = nxt.masked_fill_(self.done[:, None], PAD)     # a stopped row gets <pad>
         self.out = torch.cat([self.out, nxt], dim=1)
         self.steps += 1
         if self.stops.numel():
