@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="cpu", choices=["ci", "cpu", "gpu"])
     parser.add_argument("--out", default=str(ROOT / "book" / "runtimes.md"))
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell at most")
+    parser.add_argument("--keep-cache", metavar="DIR",
+                        help="use DIR as the (initially empty) cache and keep what the chapters built")
     parser.add_argument("chapters", nargs="*", help="notebooks to run (default: every chapter)")
     args = parser.parse_args(argv)
     notebooks = [Path(c).resolve() for c in args.chapters] or sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
@@ -65,9 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"no such notebook: {', '.join(missing)}")
 
+    machine = machine_section(args.profile)  # the load average before the first chapter
     results = []  # (title, seconds, status) per chapter, in order
+    if args.keep_cache and Path(args.keep_cache).exists() and any(Path(args.keep_cache).iterdir()):
+        parser.error(f"--keep-cache {args.keep_cache}: not empty; the timing starts from an empty cache")
     with tempfile.TemporaryDirectory(prefix="time_chapters.") as tmp:
-        env = {**os.environ, "COURSE_PROFILE": args.profile, "COURSE_CACHE": str(Path(tmp) / "cache")}
+        cache = args.keep_cache or str(Path(tmp) / "cache")
+        env = {**os.environ, "COURSE_PROFILE": args.profile, "COURSE_CACHE": cache}
         for nb in notebooks:
             print(f"running {nb.name} (profile {args.profile}) ...", flush=True)
             seconds, status = run_chapter(nb, Path(tmp) / "out", env, args.timeout)
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall-clock minutes for the whole notebook on the machine below. The longest was\n"
         f"*{longest}* ({longest_s / 60:.0f} minutes); a chapter\n"
         "that reuses a cached model (the pretrained GPT of chapter 05) only loads it.\n\n"
-        + machine_section(args.profile)
+        + machine
         + "\n| chapter | minutes | result |\n|---|---:|---|\n" + "\n".join(rows)
         + f"\n| **all chapters** | **{sum(r[1] for r in results) / 60:.1f}** | {ran} of {len(results)} ran |\n"
     )
