@@ -122,13 +122,17 @@ def main(argv: list[str] | None = None) -> int:
         qual = r["quality"][name]
         print(f"| {name} | {rate:,.0f} | {1000 / rate:.2f} | {fwd:,.0f} | {qual['val_loss']:.4f} | "
               f"{qual['size_MB']:.2f} |")
-    dyn_name = "int8 dynamic (torch.ao)"
-    gen = tokens_per_s(r["quant"][dyn_name], n) / tokens_per_s(r["quant"]["fp32"], n)
-    fwd = (tokens_per_s(r["forward"][dyn_name], r["batch_tokens"])
-           / tokens_per_s(r["forward"]["fp32"], r["batch_tokens"]))
-    d_loss = r["quality"][dyn_name]["val_loss"] - r["quality"]["fp32"]["val_loss"]
-    print(f"\nratio dynamic int8 / fp32: generation (batch 1, one token per call) {gen:.2f}x, "
-          f"forward over whole windows {fwd:.2f}x; val loss change {d_loss:+.4f} nats/token")
+    print()
+    for name in [m for m in r["quant"] if m != "fp32"]:
+        gen = tokens_per_s(r["quant"][name], n) / tokens_per_s(r["quant"]["fp32"], n)
+        fwd = (tokens_per_s(r["forward"][name], r["batch_tokens"])
+               / tokens_per_s(r["forward"]["fp32"], r["batch_tokens"]))
+        d_loss = r["quality"][name]["val_loss"] - r["quality"]["fp32"]["val_loss"]
+        print(f"ratio {name} / fp32: generation (batch 1, one token per call) {gen:.2f}x, "
+              f"forward over whole windows {fwd:.2f}x; val loss change {d_loss:+.4f} nats/token")
+    kernel = ("torch._weight_int8pack_mm" if quantize.INT8_MM
+              else "F.linear on a float copy of the codes (torch._weight_int8pack_mm is missing)")
+    print(f"\n(the weight-only int8 layers multiply with {kernel})")
     return 0
 
 

@@ -21,6 +21,12 @@ from torch import nn
 
 QMAX = 127  # symmetric int8 uses -127..127 (dropping -128 keeps the grid symmetric around 0)
 UMAX = 255  # asymmetric uses uint8 0..255 and a zero point
+# PyTorch's CPU kernel for float activations times int8 weights with one scale per output row
+# (`torch._weight_int8pack_mm`, which gpt-fast's weight-only int8 calls on a CPU): it
+# reads the int8 codes directly, where `F.linear(x, q.float())` first writes a float copy of the
+# whole matrix. A private op (leading underscore), so it is used only where it exists;
+# `quantize_model(..., kernel=False)` builds layers that spell the product out instead.
+INT8_MM = hasattr(torch, "_weight_int8pack_mm")
 
 
 # ---------------------------------------------------------------------------- tensors
@@ -96,6 +102,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("scale", torch.ones(out_features if per_channel else 1, 1))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.use_kernel = INT8_MM  # multiply with torch._weight_int8pack_mm (float32 on a CPU)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, per_channel: bool = True) -> Int8Linear:
@@ -120,12 +127,21 @@ class Int8Linear(nn.Module):
         return dequantize(self.weight_int8, self.scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight_int8.to(x.dtype)) * self.scale.view(-1).to(x.dtype)
+        if self.use_kernel and x.dtype == torch.float32 and x.device.type == "cpu":
+            # One kernel multiplies the float inputs by the int8 codes and scales each output
+            # row: no float copy of the weight is made at every call (see INT8_MM).
+            scale = self.scale.view(-1).expand(self.out_features).contiguous()  # per tensor too
+            y = torch._weight_int8pack_mm(x.reshape(-1, self.in_features).contiguous(),
+                                          self.weight_int8, scale)
+            y = y.view(*x.shape[:-1], self.out_features)
+        else:  # the same product, spelled out: convert the codes to float, multiply, scale
+            y = F.linear(x, self.weight_int8.to(x.dtype)) * self.scale.view(-1).to(x.dtype)
         return y if self.bias is None else y + self.bias.to(x.dtype)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, per_channel={self.per_channel}")
+                f"bias={self.bias is not None}, per_channel={self.per_channel}, "
+                f"kernel={'int8' if self.use_kernel else 'float copy'}")
 
 
 class Int8Embedding(nn.Module):
@@ -159,13 +175,15 @@ def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def quantize_model(model: nn.Module, per_channel: bool = True, tie_aware: bool = True,
-                   skip: tuple[str, ...] = ()) -> nn.Module:
+                   skip: tuple[str, ...] = (), kernel: bool = True) -> nn.Module:
     """A copy of `model` with every nn.Linear (except names in `skip`) swapped for Int8Linear.
 
     With `tie_aware`, a Linear that shares its weight with an nn.Embedding (GPT's lm_head
     and tok_emb) becomes an Int8Linear reading the int8 table of an Int8Embedding that
     replaces the embedding: tied before, tied after, stored once. Without it the head gets
     its own int8 copy and the embedding stays float32 (the weights are no longer shared).
+    With `kernel` (and where PyTorch has it, see INT8_MM) the layers multiply with the int8
+    kernel; without, they convert the codes to float at every call (same result, slower).
     """
     model = copy.deepcopy(model)  # deepcopy keeps tied parameters tied
     embeddings = {id(m.weight): name for name, m in model.named_modules() if isinstance(m, nn.Embedding)}
@@ -179,6 +197,9 @@ def quantize_model(model: nn.Module, per_channel: bool = True, tie_aware: bool =
             _set_module(model, name, Int8Linear.sharing(q_emb, linear.bias))
         else:
             _set_module(model, name, Int8Linear.from_linear(linear, per_channel))
+    for m in model.modules():
+        if isinstance(m, Int8Linear):
+            m.use_kernel = kernel and INT8_MM
     return model
 
 
@@ -241,18 +262,15 @@ def forward_ms(model: nn.Module, x: torch.Tensor, repeats: int = 3, threads: int
     on `threads` CPU threads (None: the current setting)."""
     import time
 
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    from .measure import num_threads
+
+    with num_threads(threads):
         model(x)
         best = float("inf")
         for _ in range(repeats):
             t0 = time.perf_counter()
             model(x)
             best = min(best, time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(before)
     return best * 1000
 
 

@@ -84,6 +84,45 @@ def test_int8_linear_is_close_to_linear(per_channel, bias):
     assert torch.allclose(out, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_int8_kernel_and_spelled_out_product_agree(per_channel):
+    torch.manual_seed(5)
+    q = quantize.Int8Linear.from_linear(nn.Linear(64, 40), per_channel=per_channel)
+    x = torch.randn(2, 5, 64)[:, ::2]  # not contiguous: the kernel path copies it
+    with torch.no_grad():
+        q.use_kernel = True
+        fast = q(x)
+        q.use_kernel = False
+        slow = q(x)
+    assert fast.shape == slow.shape == (2, 3, 40)
+    assert torch.allclose(fast, slow, atol=1e-4, rtol=1e-5)
+    assert "kernel=float copy" in repr(q)
+
+
+def test_quantize_model_kernel_switch(gpt):
+    spelled = quantize.quantize_model(gpt, kernel=False)
+    fast = quantize.quantize_model(gpt)
+    layers = [m for m in spelled.modules() if isinstance(m, quantize.Int8Linear)]
+    assert layers and not any(m.use_kernel for m in layers)
+    assert all(m.use_kernel == quantize.INT8_MM for m in fast.modules() if isinstance(m, quantize.Int8Linear))
+    x = torch.randint(0, 60, (2, 16))
+    with torch.no_grad():
+        assert torch.allclose(spelled(x)[0], fast(x)[0], atol=1e-4)
+
+
+def test_compiled_int8_decode_step_has_no_graph_break(gpt):
+    from course_utils import sampling
+
+    qmodel = quantize.quantize_model(gpt).eval()
+    cache = qmodel.new_cache()
+    with torch.no_grad():
+        qmodel(torch.tensor([[1, 2, 3]]), cache=cache)
+        torch._dynamo.reset()
+        explanation = torch._dynamo.explain(sampling.decode_step)(
+            qmodel, torch.tensor([[6]]), torch.tensor(3), [c.k_buf for c in cache], [c.v_buf for c in cache])
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+
+
 def test_swapped_model_logits_are_close_to_fp32(gpt):
     qmodel = quantize.quantize_model(gpt)
     counts = quantize.count_modules(qmodel)
