@@ -226,33 +226,39 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
     was_training = model.training
     model.eval()
 
-    out = idx
-    done = torch.zeros(idx.size(0), dtype=torch.bool, device=device)
+    # Every buffer is allocated once: the output (prompt, then the new tokens written in place),
+    # the one-token input and its position (the compiled step's inputs, refilled every step).
+    B, n = idx.shape
+    out = torch.full((B, n + max_new_tokens), PAD, dtype=torch.long, device=device)
+    out[:, :n] = idx
+    token = torch.empty((B, 1), dtype=torch.long, device=device)
+    pos = torch.zeros((), dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
     start, cache, cached_from = 0, None, None
     for _ in range(max_new_tokens):
-        start = _context_start(out.size(1), start, block)
+        start = _context_start(n, start, block)
         if use_cache:
             if cache is None or cached_from != start:
                 cache, cached_from = model.new_cache(), start
-                logits = model(out[:, start:], cache=cache)[0][:, -1, :]  # prefill the window
+                logits = model(out[:, start:n], cache=cache)[0][:, -1, :]  # prefill the window
             else:
-                pos = torch.tensor(len(cache[0]), device=device)
-                token = out[:, -1:].clone(memory_format=torch.contiguous_format)  # fixed strides
+                pos.fill_(len(cache[0]))
+                token.copy_(out[:, n - 1:n])
                 logits = _step(model, token, pos, cache, compile)
         else:
-            logits = model(out[:, start:])[0][:, -1, :]
+            logits = model(out[:, start:n])[0][:, -1, :]
         logits = logits.float()
         if repetition_penalty != 1.0:
-            logits = apply_repetition_penalty(logits, out, repetition_penalty)
+            logits = apply_repetition_penalty(logits, out[:, :n], repetition_penalty)
         nxt = sample_next(logits, temperature, top_k, top_p, generator)
-        nxt = torch.where(done[:, None], torch.full_like(nxt, PAD), nxt)
-        out = torch.cat([out, nxt], dim=1)
+        out[:, n:n + 1] = nxt.masked_fill_(done[:, None], PAD)
+        n += 1
         if stops.numel():
             done |= torch.isin(nxt[:, 0], stops)
             if bool(done.all()):
                 break
     model.train(was_training)
-    return out
+    return out[:, :n].contiguous()
 
 
 @torch.no_grad()
@@ -343,18 +349,15 @@ def tokens_per_second(model, idx, max_new_tokens: int, repeats: int = 3, threads
         raise ValueError(f"repeats must be a whole number >= 1, got {repeats!r}")
     settings.setdefault("temperature", 0)
     settings.pop("stop_tokens", None)  # time exactly max_new_tokens tokens
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    from .measure import num_threads
+
+    with num_threads(threads):
         generate(model, idx, min(max_new_tokens, 4), **settings)  # warm-up
         best = float("inf")
         for _ in range(repeats):
             t0 = time.perf_counter()
             out = generate(model, idx, max_new_tokens, **settings)
             best = min(best, time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(before)
     new = out.size(1) - _check_prompt(idx).size(1)
     return new / max(best, 1e-9)
 
