@@ -138,17 +138,22 @@ def dialogue_splits(vocab: Vocab | None = None, path=None) -> tuple[list[list[st
     return split_documents(dialogues, DIALOGUE_VAL_FRACTION, seed=DIALOGUE_SPLIT_SEED)
 
 
-def dialogue_path(profile=None, dialogues=None) -> Path:
-    """The cache file of the dialogue model: one per profile, and per corpus file if given."""
+DIALOGUE_BASES = ("news", "reviews")  # chapter 05's pretrained GPT, or chapter 10's adapted one
+
+
+def dialogue_path(profile=None, dialogues=None, base: str = "news") -> Path:
+    """The cache file of the dialogue model: one per profile and base model, and per corpus
+    file if given."""
     import hashlib
 
     from .config import get_profile
 
     profile = profile or get_profile()
+    name = f"dialogue_{profile.name}" + ("" if base == "news" else f"_from_{base}")
     if dialogues is None:
-        return cache_dir() / f"dialogue_{profile.name}.pt"
+        return cache_dir() / f"{name}.pt"
     digest = hashlib.sha256(Path(dialogues).read_bytes()).hexdigest()[:10]
-    return cache_dir() / f"dialogue_{profile.name}_{Path(dialogues).stem}_{digest}.pt"
+    return cache_dir() / f"{name}_{Path(dialogues).stem}_{digest}.pt"
 
 
 def dialogue_train_config(profile, progress: bool = True):
@@ -161,12 +166,14 @@ def dialogue_train_config(profile, progress: bool = True):
                        weight_decay=0.1, progress=progress)
 
 
-def dialogue_lm(profile=None, *, dialogues=None, force: bool = False, progress: bool = True,
-                device=None):
+def dialogue_lm(profile=None, *, base: str = "news", dialogues=None, force: bool = False,
+                progress: bool = True, device=None):
     """The pretrained GPT fine-tuned on the dialogues with the response-only loss, cached.
 
-    `dialogues`: your own corpus file (see `data.load_dialogues`) instead of chatterbot's;
-    it gets its own cache file, named after its content.
+    `base`: "news", the pretrained GPT of chapter 05, or "reviews", the GPT chapter 10 adapted
+    to review text (`review_lm`). `dialogues`: your own corpus file (see
+    `data.load_dialogues`) instead of chatterbot's; it gets its own cache file, named after
+    its content.
 
     Every reply is one example: its history (cropped from the left) and the reply, with
     the loss on the reply and its closing `<sep>` only. Training runs `profile.finetune_steps`
@@ -182,16 +189,19 @@ def dialogue_lm(profile=None, *, dialogues=None, force: bool = False, progress: 
 
     profile = profile or get_profile()
     device = torch.device(device) if device else get_device()
+    if base not in DIALOGUE_BASES:
+        raise ValueError(f"base must be one of {', '.join(DIALOGUE_BASES)}, got {base!r}")
     if dialogues is not None and not Path(dialogues).is_file():
         raise FileNotFoundError(f"dialogue file {dialogues} does not exist")
-    path = dialogue_path(profile, dialogues)
+    path = dialogue_path(profile, dialogues, base)
     vocab = news_vocab()
     cached = None if force else _load_cached(path, device, vocab, "dialogue model",
                                              "(or pass force=True) to rebuild it")
     if cached is not None:
         return cached
 
-    model, vocab, pre_info = pretrained_lm(profile, progress=progress, device=device)
+    build = pretrained_lm if base == "news" else review_lm
+    model, vocab, pre_info = build(profile, progress=progress, device=device)
     train_dialogues, val_dialogues = dialogue_splits(vocab, dialogues)
     block = model.config.block_size
     train_set = DialogueExamples(train_dialogues, vocab, block, response_only=True)
@@ -206,7 +216,7 @@ def dialogue_lm(profile=None, *, dialogues=None, force: bool = False, progress: 
     result, best = train_keeping_best(model, train_src, cfg, val_source=val_src, vocab=vocab,
                                       device=device, prefix=".dialogue_run.")
     history = result.history
-    info = {"profile": profile.name, "steps": result.step, "best_step": best["step"],
+    info = {"profile": profile.name, "base": base, "steps": result.step, "best_step": best["step"],
             "val_loss_before": val_before, "val_loss": result.best_val_loss,
             "pretrained_path": str(pre_info["path"]), "train_conversations": len(train_dialogues),
             "val_conversations": len(val_dialogues), "train_examples": len(train_set),

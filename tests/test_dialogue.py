@@ -131,3 +131,17 @@ def test_a_damaged_cached_model_is_a_clear_error_not_a_retrain(tmp_path, monkeyp
         with pytest.raises(artifacts.ArtifactError, match=f"the cached {what} does not fit: .*Delete "):
             build(profile, progress=False)
         assert path.read_bytes() == b"not a checkpoint"  # nothing was overwritten
+
+
+def test_dialogue_lm_from_the_review_adapted_base(cache, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE", str(cache))
+    profile = config.get_profile("ci")
+    model, _, info = artifacts.dialogue_lm(profile, base="reviews", progress=False, device="cpu")
+    assert info["path"] == cache / "dialogue_ci_from_reviews.pt" == artifacts.dialogue_path(profile, base="reviews")
+    assert info["base"] == "reviews" and info["pretrained_path"] == str(artifacts.review_path(profile))
+    assert info["val_loss"] <= info["val_loss_before"]
+    news, _, _ = artifacts.dialogue_lm(profile, device="cpu")   # the news base keeps its own file
+    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                       news.state_dict().values(), strict=True))
+    with pytest.raises(ValueError, match="base must be one of news, reviews"):
+        artifacts.dialogue_lm(profile, base="wiki")
