@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
 
 from _common import machine_info, make_parser, setup  # noqa: E402
 
-from course_utils import amp, artifacts, config  # noqa: E402
+from course_utils import amp, artifacts, config, measure  # noqa: E402
 from course_utils.model import GPT, GPTConfig  # noqa: E402
 from course_utils.train import WindowBatches  # noqa: E402
 
@@ -78,7 +78,11 @@ def bench(profile, steps: int, block: int) -> tuple[list[Variant], dict]:
             for s in range(start, min(start + block, steps)):
                 v.step(*source.get(s))
             v.block_s.append((time.perf_counter() - t0) / (min(start + block, steps) - start))
-    return variants, skipped
+    x, y = source.get(steps)                             # where the plain step's time goes
+    plain, seen = variants[0], len(variants[0].losses)
+    ops = measure.op_table(lambda: plain.step(x, y), repeats=3, top=10)
+    del plain.losses[seen:]                              # the table compares the timed steps only
+    return variants, skipped, ops
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     print("## The training step: what pays on this CPU\n")
     for key, value in machine_info().items():
         print(f"- {key}: {value}")
-    variants, skipped = bench(profile, args.steps, args.block)
+    variants, skipped, ops = bench(profile, args.steps, args.block)
     print(f"- profile: {profile.name} (batch {profile.batch_size} x {profile.block_size} tokens, "
           f"dropout 0), {args.steps} steps per variant from the same weights on the same batches, "
           f"timed in interleaved blocks of {args.block} steps (median block reported); step 0 "
@@ -113,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     best = min(variants, key=lambda v: statistics.median(v.block_s))
     print(f"\nfastest: {best.name}, x{base / statistics.median(best.block_s):.2f} over the plain fp32 "
           f"eager step")
+    print("\nWhere the plain fp32 step's time goes (torch.profiler, 3 steps after the runs above; "
+          "self time per step; the profiler itself adds a little):\n")
+    print("| operator | calls per step | self ms per step | share of the step |")
+    print("|---|---:|---:|---:|")
+    for name, row in ops.iterrows():
+        calls = "" if row["calls"] != row["calls"] else f"{row['calls']:.0f}"  # NaN: no count
+        print(f"| {name} | {calls} | {row['self ms']:.1f} | {row['share of wall time']:.1%} |")
     return 0
 
 

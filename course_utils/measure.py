@@ -1,10 +1,13 @@
-"""Measuring a model: the mean loss over fixed evaluation batches, and the unigram baseline.
+"""Measuring a model: the mean loss over fixed evaluation batches, the unigram baseline, and
+where the time of a call goes (`op_table`, from torch.profiler).
 
 Training (`course_utils.train`), quantization and export all measure with these, so none of
 them needs the training loop to judge a model.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import torch
@@ -14,6 +17,19 @@ from . import amp
 from .vocab import PAD
 
 EVAL_OFFSET = 10**9  # evaluation batches are drawn from step numbers no training step reaches
+
+
+@contextlib.contextmanager
+def num_threads(threads: int | None):
+    """Run the block on `threads` CPU threads (torch.set_num_threads), restoring the previous
+    setting afterwards; None leaves it as it is."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def num_targets(y: torch.Tensor) -> int:
@@ -63,3 +79,47 @@ def unigram_loss(train_tokens: np.ndarray, val_tokens: np.ndarray, vocab_size: i
     counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size) + 1.0
     logp = np.log(counts / counts.sum())
     return float(-logp[np.asarray(val_tokens, dtype=np.int64)].mean())
+
+
+def op_table(fn, repeats: int = 5, top: int = 8, per: int = 1, threads: int | None = None):
+    """Where the time of `fn()` goes, by operator: a DataFrame of the `top` PyTorch operators
+    by *self* CPU time (time inside the operator itself, not in the operators it calls), per
+    run of `fn` divided by `per` (e.g. the number of tokens `fn` generates), with the share of
+    the wall time. A last row, "(outside the operators)", is the rest of the wall time: Python,
+    dispatch and the profiler's own bookkeeping, which inflates every profiled run a little.
+
+    One warm-up run comes first; then `repeats` runs under `torch.profiler.profile`, on
+    `threads` CPU threads (None: the current setting).
+    """
+    import os
+    import time
+
+    import pandas as pd
+    from torch.profiler import ProfilerActivity, profile
+
+    # Kineto (the profiler's backend) logs a line at every start and stop unless told not to;
+    # it reads this when the profiler first starts in a process
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+
+    if not callable(fn) or repeats < 1 or per <= 0:
+        raise ValueError("op_table needs a callable, repeats >= 1 and per > 0")
+    with num_threads(threads):
+        fn()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            wall_us = (time.perf_counter() - t0) * 1e6
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    scale = 1 / (1000 * repeats * per)  # microseconds in total -> milliseconds per unit
+    rows = [{"operator": e.key, "calls": e.count / (repeats * per), "self ms": e.self_cpu_time_total * scale,
+             "share of wall time": e.self_cpu_time_total / wall_us} for e in events[:top]]
+    inside = sum(e.self_cpu_time_total for e in events)
+    rows.append({"operator": f"(the other {max(len(events) - top, 0)} operators)",
+                 "calls": sum(e.count for e in events[top:]) / (repeats * per),
+                 "self ms": sum(e.self_cpu_time_total for e in events[top:]) * scale,
+                 "share of wall time": sum(e.self_cpu_time_total for e in events[top:]) / wall_us})
+    rows.append({"operator": "(outside the operators)", "calls": float("nan"),
+                 "self ms": max(wall_us - inside, 0.0) * scale,
+                 "share of wall time": max(wall_us - inside, 0.0) / wall_us})
+    return pd.DataFrame(rows).set_index("operator")
