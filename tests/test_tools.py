@@ -44,3 +44,22 @@ def test_a_missing_notebook_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         tool.main(["--out", str(tmp_path / "x.md"), str(tmp_path / "nope.ipynb")])
     assert "no such notebook" in capsys.readouterr().err
+
+
+def test_retime_replaces_only_the_rows_run_again(tmp_path):
+    tool = _load()
+    a = _notebook(tmp_path / "01_a.ipynb", "01 · A", "x = 1")
+    b = _notebook(tmp_path / "02_b.ipynb", "02 · B", "raise ValueError('boom')")
+    page = tmp_path / "runtimes.md"
+    assert tool.main(["--profile", "ci", "--out", str(page), str(a), str(b)]) == 1
+    _notebook(b, "02 · B", "y = 2")                                  # fixed, then re-timed
+    assert tool.main(["--profile", "ci", "--retime", str(page), "--reason", "a test", str(b)]) == 0
+    text = page.read_text(encoding="utf-8")
+    assert "| 01 · A |" in text and "| 02 · B |" in text and "failed" not in text
+    assert "2 of 2 ran" in text and "Re-timed on " in text and ": 02 (a test)." in text
+    machine, rows, notes = tool.read_page(text)
+    assert [r[0] for r in rows] == ["01 · A", "02 · B"] and len(notes) == 1
+    assert machine.startswith("| machine | |") and "| profile | ci |" in machine
+    with pytest.raises(SystemExit):                                  # a chapter the page lacks
+        tool.main(["--profile", "ci", "--retime", str(page),
+                   str(_notebook(tmp_path / "03_c.ipynb", "03 · C", "z = 3"))])

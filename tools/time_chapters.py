@@ -3,11 +3,16 @@
 
     python tools/time_chapters.py                    # profile cpu, empty cache, all chapters
     python tools/time_chapters.py --profile ci --out /tmp/runtimes.md
+    python tools/time_chapters.py --retime book/runtimes.md nbs/05_training.ipynb   # one row again
 
 Each notebook is executed by nbconvert into a temporary folder (the committed notebooks are
 not touched) with a fresh, empty COURSE_CACHE, so whatever a chapter needs from an earlier
 one (the vocabulary, the pretrained model) is built by that earlier chapter, exactly as on
 a student's laptop. The wall time of each chapter is what this machine measured.
+
+`--retime PAGE` runs only the chapters given (each from an empty cache, as above) and replaces
+their rows in PAGE, an earlier page of this tool from the same machine, e.g. when another
+program shared the machine while they ran; the page says which rows were re-timed, and when.
 """
 
 from __future__ import annotations
@@ -53,39 +58,33 @@ def run_chapter(notebook: Path, out_dir: Path, env: dict, timeout: int) -> tuple
     return seconds, "ok"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--profile", default="cpu", choices=["ci", "cpu", "gpu"])
-    parser.add_argument("--out", default=str(ROOT / "book" / "runtimes.md"))
-    parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell at most")
-    parser.add_argument("--keep-cache", metavar="DIR",
-                        help="use DIR as the (initially empty) cache and keep what the chapters built")
-    parser.add_argument("chapters", nargs="*", help="notebooks to run (default: every chapter)")
-    args = parser.parse_args(argv)
-    notebooks = [Path(c).resolve() for c in args.chapters] or sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
-    missing = [str(n) for n in notebooks if not n.is_file()]
-    if missing:
-        parser.error(f"no such notebook: {', '.join(missing)}")
+def read_page(page: str) -> tuple[str, list[tuple[str, float, str]], list[str]]:
+    """The machine section, the chapter rows (title, seconds, status) and the notes of a page
+    this tool wrote."""
+    lines = page.splitlines()
+    start = lines.index("| machine | |")
+    end = lines.index("", start)
+    rows, notes = [], []
+    for line in lines[lines.index("| chapter | minutes | result |") + 2:]:
+        if line.startswith("| **all chapters**"):
+            continue
+        if line.startswith("| "):
+            title, minutes, status = (c.strip() for c in line.strip("|").split("|"))
+            rows.append((title, float(minutes) * 60, status))
+        elif line.startswith("- "):
+            notes.append(line[2:])
+    return "\n".join(lines[start:end]) + "\n", rows, notes
 
-    machine = machine_section(args.profile)  # the load average before the first chapter
-    results = []  # (title, seconds, status) per chapter, in order
-    if args.keep_cache and Path(args.keep_cache).exists() and any(Path(args.keep_cache).iterdir()):
-        parser.error(f"--keep-cache {args.keep_cache}: not empty; the timing starts from an empty cache")
-    with tempfile.TemporaryDirectory(prefix="time_chapters.") as tmp:
-        cache = args.keep_cache or str(Path(tmp) / "cache")
-        env = {**os.environ, "COURSE_PROFILE": args.profile, "COURSE_CACHE": cache}
-        for nb in notebooks:
-            print(f"running {nb.name} (profile {args.profile}) ...", flush=True)
-            seconds, status = run_chapter(nb, Path(tmp) / "out", env, args.timeout)
-            print(f"  {seconds / 60:.1f} min, {status}", flush=True)
-            results.append((chapter_title(nb), seconds, status))
+
+def render(profile: str, machine: str, results: list, notes: list[str]) -> str:
+    """The page: the machine, one row per chapter (title, minutes, status), the total, notes."""
     ran = sum(status == "ok" for _, _, status in results)
     longest, longest_s, _ = max(results, key=lambda r: r[1])
     rows = [f"| {title} | {seconds / 60:.1f} | {status} |" for title, seconds, status in results]
-    page = (
+    return (
         "# Appendix: how long each chapter takes\n\n"
         "The chapters below were executed in order by `make runtimes`\n"
-        f"(`python tools/time_chapters.py`) under the `{args.profile}` profile, starting from an empty\n"
+        f"(`python tools/time_chapters.py`) under the `{profile}` profile, starting from an empty\n"
         "cache: each chapter built what it needed, as on a student's first run. Times are\n"
         "wall-clock minutes for the whole notebook on the machine below. The longest was\n"
         f"*{longest}* ({longest_s / 60:.0f} minutes); a chapter\n"
@@ -93,11 +92,63 @@ def main(argv: list[str] | None = None) -> int:
         + machine
         + "\n| chapter | minutes | result |\n|---|---:|---|\n" + "\n".join(rows)
         + f"\n| **all chapters** | **{sum(r[1] for r in results) / 60:.1f}** | {ran} of {len(results)} ran |\n"
+        + ("\n" + "\n".join(f"- {n}" for n in notes) + "\n" if notes else "")
     )
-    out = Path(args.out)
-    atomic_write_text(out, page)  # never a half-written page
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--profile", default="cpu", choices=["ci", "cpu", "gpu"])
+    parser.add_argument("--out", help="the page to write (default: book/runtimes.md, or PAGE with --retime)")
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell at most")
+    parser.add_argument("--keep-cache", metavar="DIR",
+                        help="use DIR as the (initially empty) cache and keep what the chapters built")
+    parser.add_argument("--retime", metavar="PAGE",
+                        help="run only the chapters given and replace their rows in PAGE (written by "
+                             "this tool on the same machine)")
+    parser.add_argument("--reason", default="", help="with --retime: why the rows were re-timed")
+    parser.add_argument("chapters", nargs="*", help="notebooks to run (default: every chapter)")
+    args = parser.parse_args(argv)
+    if args.retime:
+        if not args.chapters:
+            parser.error("--retime needs the chapters to run again")
+        if not Path(args.retime).is_file():
+            parser.error(f"--retime {args.retime}: no such page; run without --retime first")
+    out = Path(args.out or args.retime or ROOT / "book" / "runtimes.md")
+    notebooks = [Path(c).resolve() for c in args.chapters] or sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
+    missing = [str(n) for n in notebooks if not n.is_file()]
+    if missing:
+        parser.error(f"no such notebook: {', '.join(missing)}")
+    if args.keep_cache and Path(args.keep_cache).exists() and any(Path(args.keep_cache).iterdir()):
+        parser.error(f"--keep-cache {args.keep_cache}: not empty; the timing starts from an empty cache")
+    old = read_page(Path(args.retime).read_text(encoding="utf-8")) if args.retime else None
+    if old:
+        unknown = sorted({chapter_title(nb) for nb in notebooks} - {title for title, _, _ in old[1]})
+        if unknown:
+            parser.error(f"--retime: {', '.join(unknown)} not in {args.retime}")
+
+    machine = machine_section(args.profile)  # the load average before the first chapter
+    results = []  # (title, seconds, status) per chapter, in order
+    with tempfile.TemporaryDirectory(prefix="time_chapters.") as tmp:
+        for i, nb in enumerate(notebooks):
+            # one empty cache for the whole run, or (re-timing) a new one for each chapter
+            cache = args.keep_cache or str(Path(tmp) / (f"cache{i}" if old else "cache"))
+            env = {**os.environ, "COURSE_PROFILE": args.profile, "COURSE_CACHE": cache}
+            print(f"running {nb.name} (profile {args.profile}) ...", flush=True)
+            seconds, status = run_chapter(nb, Path(tmp) / "out", env, args.timeout)
+            print(f"  {seconds / 60:.1f} min, {status}", flush=True)
+            results.append((chapter_title(nb), seconds, status))
+    notes = []
+    if old:
+        machine, old_rows, notes = old
+        new = {title: (title, seconds, status) for title, seconds, status in results}
+        results = [new.get(row[0], row) for row in old_rows]
+        notes.append(f"Re-timed on {time.strftime('%Y-%m-%d')}, each from an empty cache: "
+                     + ", ".join(t.split(" · ")[0] for t in new)
+                     + (f" ({args.reason})" if args.reason else "") + ".")
+    atomic_write_text(out, render(args.profile, machine, results, notes))  # never half-written
     print(f"wrote {out}")
-    return 0 if ran == len(results) else 1
+    return 0 if all(status == "ok" for _, _, status in results) else 1
 
 
 if __name__ == "__main__":
