@@ -52,8 +52,13 @@ def test_retime_replaces_only_the_rows_run_again(tmp_path):
     b = _notebook(tmp_path / "02_b.ipynb", "02 · B", "raise ValueError('boom')")
     page = tmp_path / "runtimes.md"
     assert tool.main(["--profile", "ci", "--out", str(page), str(a), str(b)]) == 1
-    _notebook(b, "02 · B", "y = 2")                                  # fixed, then re-timed
-    assert tool.main(["--profile", "ci", "--retime", str(page), "--reason", "a test", str(b)]) == 0
+    cache = tmp_path / "left"
+    cache.mkdir()
+    (cache / "built_before.txt").write_text("x")
+    _notebook(b, "02 · B", "import os\nassert os.path.exists(os.path.join(os.environ['COURSE_CACHE'], "
+                           "'built_before.txt'))")
+    assert tool.main(["--profile", "ci", "--retime", str(page), "--reason", "a test",
+                      "--cache-from", str(cache), str(b)]) == 0
     text = page.read_text(encoding="utf-8")
     assert "| 01 · A |" in text and "| 02 · B |" in text and "failed" not in text
     assert "2 of 2 ran" in text and "Re-timed on " in text and ": 02 (a test)." in text

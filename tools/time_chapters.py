@@ -10,9 +10,11 @@ not touched) with a fresh, empty COURSE_CACHE, so whatever a chapter needs from 
 one (the vocabulary, the pretrained model) is built by that earlier chapter, exactly as on
 a student's laptop. The wall time of each chapter is what this machine measured.
 
-`--retime PAGE` runs only the chapters given (each from an empty cache, as above) and replaces
-their rows in PAGE, an earlier page of this tool from the same machine, e.g. when another
-program shared the machine while they ran; the page says which rows were re-timed, and when.
+`--retime PAGE` runs only the chapters given and replaces their rows in PAGE, an earlier page
+of this tool from the same machine, e.g. when another program shared the machine while they
+ran; the page says which rows were re-timed, and when. Each runs from an empty cache, or with
+`--cache-from DIR` from a copy of DIR: the cache a whole run left (`--keep-cache`), so that a
+chapter finds what the chapters before it built, as in the whole run.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -107,8 +110,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only the chapters given and replace their rows in PAGE (written by "
                              "this tool on the same machine)")
     parser.add_argument("--reason", default="", help="with --retime: why the rows were re-timed")
+    parser.add_argument("--cache-from", metavar="DIR",
+                        help="with --retime: start each chapter from a copy of this cache")
     parser.add_argument("chapters", nargs="*", help="notebooks to run (default: every chapter)")
     args = parser.parse_args(argv)
+    if args.cache_from and not (args.retime and Path(args.cache_from).is_dir()):
+        parser.error("--cache-from needs --retime and an existing cache folder")
     if args.retime:
         if not args.chapters:
             parser.error("--retime needs the chapters to run again")
@@ -133,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, nb in enumerate(notebooks):
             # one empty cache for the whole run, or (re-timing) a new one for each chapter
             cache = args.keep_cache or str(Path(tmp) / (f"cache{i}" if old else "cache"))
+            if args.cache_from:
+                shutil.copytree(args.cache_from, cache)
             env = {**os.environ, "COURSE_PROFILE": args.profile, "COURSE_CACHE": cache}
             print(f"running {nb.name} (profile {args.profile}) ...", flush=True)
             seconds, status = run_chapter(nb, Path(tmp) / "out", env, args.timeout)
@@ -143,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         machine, old_rows, notes = old
         new = {title: (title, seconds, status) for title, seconds, status in results}
         results = [new.get(row[0], row) for row in old_rows]
-        notes.append(f"Re-timed on {time.strftime('%Y-%m-%d')}, each from an empty cache: "
+        start = ("with a copy of the cache the whole run left" if args.cache_from
+                 else "from an empty cache")
+        notes.append(f"Re-timed on {time.strftime('%Y-%m-%d')}, each {start}: "
                      + ", ".join(t.split(" · ")[0] for t in new)
                      + (f" ({args.reason})" if args.reason else "") + ".")
     atomic_write_text(out, render(args.profile, machine, results, notes))  # never half-written
