@@ -1,5 +1,6 @@
-"""Generation speed of the pretrained GPT: the KV cache against recomputation, and PyTorch's
-dynamic int8 against fp32 (with what each costs in validation loss and size on disk).
+"""Generation speed of the pretrained GPT: the KV cache against recomputation, and int8 (PyTorch's
+dynamic int8, and the book's weight-only int8 with and without PyTorch's int8 kernel) against
+fp32, with what each costs in validation loss and size on disk.
 
 Both comparisons run in one process on the same prompt; timed blocks are interleaved
 (the order alternates every repeat) so a slow patch of the machine hits both sides, one
@@ -56,6 +57,8 @@ def bench(profile, new_tokens: int, repeats: int) -> dict:
     # 2. dynamic int8 (torch.ao) vs fp32 (and the from-scratch weight-only int8), KV cache on
     models = {"fp32": model, "int8 dynamic (torch.ao)": quantize.dynamic_int8(model),
               "int8 weight-only (from scratch)": quantize.quantize_model(model)}
+    if quantize.INT8_MM:
+        models["int8 weight-only, PyTorch's int8 kernel"] = quantize.quantize_model(model, kernel=True)
     q = time_interleaved({name: run(m, True) for name, m in models.items()}, repeats)
     # ... and whole windows at once (evaluation, or a long prompt's prefill): many tokens per call
     batch = val.get(0)[0]
@@ -130,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         d_loss = r["quality"][name]["val_loss"] - r["quality"]["fp32"]["val_loss"]
         print(f"ratio {name} / fp32: generation (batch 1, one token per call) {gen:.2f}x, "
               f"forward over whole windows {fwd:.2f}x; val loss change {d_loss:+.4f} nats/token")
-    kernel = ("torch._weight_int8pack_mm" if quantize.INT8_MM
-              else "F.linear on a float copy of the codes (torch._weight_int8pack_mm is missing)")
-    print(f"\n(the weight-only int8 layers multiply with {kernel})")
+    print("\n(weight-only int8 from scratch converts the int8 codes to float at every call; the "
+          "int8-kernel row multiplies with torch._weight_int8pack_mm"
+          + ("" if quantize.INT8_MM else ", missing in this PyTorch, so that row is absent") + ")")
     return 0
 
 

@@ -22,10 +22,11 @@ from torch import nn
 QMAX = 127  # symmetric int8 uses -127..127 (dropping -128 keeps the grid symmetric around 0)
 UMAX = 255  # asymmetric uses uint8 0..255 and a zero point
 # PyTorch's CPU kernel for float activations times int8 weights with one scale per output row
-# (`torch._weight_int8pack_mm`, which gpt-fast's weight-only int8 calls on a CPU): it
-# reads the int8 codes directly, where `F.linear(x, q.float())` first writes a float copy of the
-# whole matrix. A private op (leading underscore), so it is used only where it exists;
-# `quantize_model(..., kernel=False)` builds layers that spell the product out instead.
+# (`torch._weight_int8pack_mm`, which gpt-fast's weight-only int8 calls on a CPU): it reads the
+# int8 codes directly, where `F.linear(x, q.float())` first writes a float copy of the whole
+# matrix. A private op (leading underscore), used only where it exists and only when asked
+# (`quantize_model(..., kernel=True)`): on the CPUs this book was measured on it was slower
+# than the float copy, at one token per call and far more so over whole windows (chapter 09).
 INT8_MM = hasattr(torch, "_weight_int8pack_mm")
 
 
@@ -102,7 +103,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("scale", torch.ones(out_features if per_channel else 1, 1))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-        self.use_kernel = INT8_MM  # multiply with torch._weight_int8pack_mm (float32 on a CPU)
+        self.use_kernel = False  # True: multiply with torch._weight_int8pack_mm (see INT8_MM)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, per_channel: bool = True) -> Int8Linear:
@@ -175,15 +176,16 @@ def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def quantize_model(model: nn.Module, per_channel: bool = True, tie_aware: bool = True,
-                   skip: tuple[str, ...] = (), kernel: bool = True) -> nn.Module:
+                   skip: tuple[str, ...] = (), kernel: bool = False) -> nn.Module:
     """A copy of `model` with every nn.Linear (except names in `skip`) swapped for Int8Linear.
 
     With `tie_aware`, a Linear that shares its weight with an nn.Embedding (GPT's lm_head
     and tok_emb) becomes an Int8Linear reading the int8 table of an Int8Embedding that
     replaces the embedding: tied before, tied after, stored once. Without it the head gets
     its own int8 copy and the embedding stays float32 (the weights are no longer shared).
-    With `kernel` (and where PyTorch has it, see INT8_MM) the layers multiply with the int8
-    kernel; without, they convert the codes to float at every call (same result, slower).
+    The layers convert the codes to float at every call; with `kernel` (where PyTorch has
+    it, see INT8_MM) they call PyTorch's int8 kernel instead: the same result, at a speed that
+    depends on the CPU (chapter 09 measures it).
     """
     model = copy.deepcopy(model)  # deepcopy keeps tied parameters tied
     embeddings = {id(m.weight): name for name, m in model.named_modules() if isinstance(m, nn.Embedding)}

@@ -31,6 +31,7 @@
 # - quantize a tensor to int8 and back, symmetrically and with a zero point, and bound the error;
 # - see why one scale *per output channel* beats one per tensor, and which axis that is;
 # - swap a model's Linear layers for an int8 version without breaking the tied embedding;
+# - profile one generated token with `torch.profiler` to see which operators take the time;
 # - measure size, speed and loss of fp32, our int8 and PyTorch's dynamic int8 in one run.
 
 # %%
@@ -262,8 +263,13 @@ if profile.name != "ci":  # the next paragraph and the summary
 # ## 5. A weight-only int8 Linear, and swapping it in
 #
 # A weight-only int8 layer stores `q` (int8) and the per-row scales, and computes in float:
-# $y = (x\,q^\top) \odot s + b$. It saves memory and disk; speed needs integer kernels
-# (section 6). Here is the layer, small enough to read:
+# $y = (x\,q^\top) \odot s + b$. It saves memory and disk. Here is the layer, small enough to
+# read. Spelled out like this it cannot be faster than fp32: `self.q.to(x.dtype)` writes a float
+# copy of the whole matrix at every call, and then the same float product runs.
+# `course_utils.quantize.Int8Linear` does the same by default; with `kernel=True` it calls
+# `torch._weight_int8pack_mm` instead, a PyTorch CPU kernel that multiplies by the int8 codes
+# directly, with no float copy (a private operator, hence the underscore). Sections 7 and 8
+# measure whether that is faster.
 
 # %%
 class Int8LinearInline(torch.nn.Module):
@@ -283,8 +289,13 @@ layer = model.blocks[0].mlp.fc
 x_in = torch.randn(4, layer.in_features)
 with torch.no_grad():
     ours, theirs, exact = Int8LinearInline(layer)(x_in), quantize.Int8Linear.from_linear(layer)(x_in), layer(x_in)
+kernel_layer = quantize.Int8Linear.from_linear(layer)
+kernel_layer.use_kernel = quantize.INT8_MM                # where this PyTorch has the kernel
+with torch.no_grad():
+    assert torch.allclose(ours, kernel_layer(x_in), atol=1e-5)   # the same product, computed directly
 assert torch.allclose(ours, theirs, atol=1e-5)
-print(f"inline == course_utils.quantize.Int8Linear ✓; relative error vs fp32 "
+print(f"inline == course_utils.quantize.Int8Linear ✓ (and with the int8 kernel: "
+      f"{'✓' if quantize.INT8_MM else 'not in this PyTorch'}); relative error vs fp32 "
       f"{float((ours - exact).norm() / exact.norm()):.2e}")
 
 # %% [markdown]
@@ -343,7 +354,58 @@ with torch.no_grad():
     assert torch.equal(dynamic_model(x_val)[0], quantize.dynamic_int8(model)(x_val)[0])
 
 # %% [markdown]
-# ## 7. Size, speed and loss, measured in one run
+# ## 7. Where the time goes at one token
+#
+# Before timing whole models, look inside one: `torch.profiler` records every PyTorch operator
+# a call runs and how long it spent *in itself* ("self" time, not counting the operators it
+# calls). `course_utils.measure.op_table` profiles a function and lists the top operators per
+# generated token, plus the time outside any operator (Python, dispatch, the profiler itself).
+# Here: 32 greedy tokens with the KV cache, batch 1, on one thread, for fp32, our int8 (the
+# float copy), our int8 with PyTorch's int8 kernel (`kernel=True`), and the dynamic int8 of
+# section 6.
+
+# %%
+from course_utils import measure
+from course_utils.sampling import generate
+
+prompt = torch.tensor([vocab.encode("中国人民")])
+variants = {"fp32": model, "int8 per channel (ours)": int8_model,
+            "int8 per channel, int8 kernel": quantize.quantize_model(model, kernel=True),
+            "int8 dynamic (torch.ao)": dynamic_model}
+profiles = {name: measure.op_table(lambda m=m: generate(m, prompt, 32, temperature=0),
+                                   repeats=3, top=100, per=32, threads=1) for name, m in variants.items()}
+print(config.machine_line())
+display(pd.concat({name: t.head(4) for name, t in profiles.items()}, names=["model", "operator"]).round(3))
+
+# %% [markdown]
+# The matrix products of one token sit in a handful of operators: `aten::addmm`/`aten::mm` for
+# fp32 (and for our layers, after they add `aten::_to_copy`/`aten::copy_`: converting every
+# int8 matrix to float at every token), `aten::_weight_int8pack_mm` for the int8 kernel,
+# `quantized::linear_dynamic` for torch.ao. Summing what each version spends per token in its
+# matrix products (and in those conversions):
+
+# %%
+MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::linear", "aten::_weight_int8pack_mm",
+              "quantized::linear_dynamic", "aten::_to_copy", "aten::copy_")
+matmul_ms = pd.Series({name: t.loc[t.index.isin(MATMUL_OPS), "self ms"].sum() for name, t in profiles.items()})
+total_ms = pd.Series({name: t["self ms"].sum() for name, t in profiles.items()})
+per_token = pd.DataFrame({"products and conversions (ms/token)": matmul_ms,
+                          "wall time, profiled (ms/token)": total_ms, "share": matmul_ms / total_ms})
+print(f"int8 matrices converted at every token by the float-copy layer: "
+      f"{quantize.count_modules(int8_model)['Int8Linear']}")
+print(config.machine_line())
+print(per_token.round(3).to_string())
+print(f"least time in the products: {per_token.iloc[:, 0].idxmin()}; "
+      f"most: {per_token.iloc[:, 0].idxmax()}")
+
+# %% [markdown]
+# Compare the two columns: a version can spend less time in its matrix products and still take
+# longer per token, when the work around the products grows (quantizing activations,
+# converting, allocating: the operators listed above). With that picture, the whole-model
+# timings below read easily. They are noisy (the machine
+# line says how busy it was), so the verdicts that follow are printed from the measurements.
+#
+# ## 8. Size, speed and loss, measured in one run
 #
 # For each version of the model: the size of its `state_dict` saved to a file; the time per
 # generated token (greedy with the KV cache, batch 1: one token per call); the time of one
@@ -354,12 +416,12 @@ with torch.no_grad():
 # that a busy moment of the machine does not favour one model over another.
 
 # %%
-prompt = torch.tensor([vocab.encode("中国人民")])
 candidates = {
     "fp32": model,
     "bf16 weights": copy.deepcopy(model).to(torch.bfloat16),
     "int8 per tensor (ours)": quantize.quantize_model(model, per_channel=False),
     "int8 per channel (ours)": int8_model,
+    "int8 per channel, int8 kernel": variants["int8 per channel, int8 kernel"],
     "int8 dynamic (torch.ao)": quantize.dynamic_int8(model),
 }
 table = quantize.compare(candidates, val_source=val_source, eval_iters=profile.eval_iters,
@@ -373,7 +435,7 @@ print(f"ms_per_batch: one forward pass over {x_val.shape[0]} windows of {x_val.s
 table.round(4)
 
 # %%
-fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
 names = list(table.index)
 for ax, col, label in zip(axes, ["size_MB", "ms_per_token", "ms_per_batch", "val_loss"],
                           ["size on disk (MB)", "ms per generated token", "ms per batch forward",
@@ -384,7 +446,7 @@ for ax, col, label in zip(axes, ["size_MB", "ms_per_token", "ms_per_batch", "val
 axes[3].set_xlim(table["val_loss"].min() - 0.02, table["val_loss"].max() + 0.01)
 for ax in axes[1:]:
     ax.set_yticklabels([])
-fig.suptitle("The same model in five number formats (one run, this machine)")
+fig.suptitle(f"The same model in {len(names)} versions (one run, this machine)")
 plt.tight_layout()
 plt.show()
 
@@ -404,17 +466,20 @@ def verdict(ratio):
     return "faster than" if ratio > 1.05 else "slower than" if ratio < 0.95 else "about as fast as"
 
 
-for name in ("int8 dynamic (torch.ao)", "bf16 weights"):
-    row = speed.loc[name]
-    print(f"{name}: {verdict(row.iloc[1])} fp32 for a batch forward, {verdict(row.iloc[0])} fp32 "
-          f"per generated token")
-ours = speed.loc[["int8 per tensor (ours)", "int8 per channel (ours)"]]
-print(f"our weight-only int8: faster than fp32 in {int((ours > 1.05).sum().sum())} of 4 timings")
+for name, row in speed.iterrows():
+    print(f"{name}: {verdict(row.iloc[0])} fp32 per generated token, {verdict(row.iloc[1])} fp32 "
+          f"for a batch forward")
+kernel_gain = speed.loc["int8 per channel, int8 kernel"] / speed.loc["int8 per channel (ours)"]
+print(f"the int8 kernel against the float copy of the same layers: x{kernel_gain.iloc[0]:.2f} per "
+      f"generated token, x{kernel_gain.iloc[1]:.2f} for a batch forward")
 loss_gap = table["Δ val loss"].abs()
 if profile.name != "ci":  # the next list: sizes and losses (not timings: those are printed)
     assert table.loc["int8 dynamic (torch.ao)", "size_MB"] > 2 * table.loc["int8 per channel (ours)", "size_MB"]
     assert loss_gap["int8 per channel (ours)"] < min(loss_gap["int8 per tensor (ours)"],
                                                      loss_gap["int8 dynamic (torch.ao)"])
+    # the kernel computes the same product as the float copy: the same loss, up to float noise
+    assert abs(table.loc["int8 per channel (ours)", "val_loss"]
+               - table.loc["int8 per channel, int8 kernel", "val_loss"]) < 1e-4
     assert loss_gap["bf16 weights"] < 1e-3
 
 # %% [markdown]
@@ -426,20 +491,23 @@ if profile.name != "ci":  # the next list: sizes and losses (not timings: those 
 # - **Loss.** Of the int8 versions, per-channel stays closest to fp32. One scale per tensor
 #   costs more, and so does the dynamic version, which uses per-tensor weight scales and also
 #   rounds the activations.
-# - **Speed depends on how many tokens each call processes.** Our weight-only layers convert
-#   int8 to float at every call, on top of the same float matrix product: they do strictly
-#   more work than fp32, so they save memory, not time (the count above says how many of
-#   their timings beat fp32). The dynamic version runs integer kernels, which can pay off
-#   when a call multiplies big matrices (the batch forward). In token-by-token generation
-#   each call handles one token, and quantizing the activations at every call can cost as
-#   much as the int8 product saves, or more. The verdicts above say which way each went on
-#   this machine: int8 is not automatically faster, and at batch 1 it may well be slower.
+# - **Speed depends on the kernel that multiplies, and on how many tokens each call
+#   processes.** Our layers convert int8 to float at every call, on top of the same float
+#   product as fp32: strictly more work (section 7 showed the conversions), so they save
+#   memory, not time. The int8 kernel skips the conversion and reads a quarter of the bytes,
+#   which *could* pay at one token per call, where a product does little arithmetic per weight
+#   it reads; but a kernel is only as fast as its implementation for this CPU, and the float
+#   products it competes with are among the most tuned code there is. The dynamic version
+#   runs integer kernels too, but quantizes the activations at every call, which at one token
+#   can cost as much as the int8 product saves. The verdicts above say which way each went
+#   on this machine: int8 is not automatically faster, and the same int8 weights can be
+#   faster or slower depending on the kernel that multiplies them.
 # - **bf16** halves the size at no visible cost in loss. Its speed depends on the CPU: x86
 #   CPUs with bf16 instructions (`avx512_bf16`, `amx_bf16`: ✓ or ✗ in the machine line above)
 #   multiply bf16 natively and can beat fp32, while others convert bf16 to fp32 and back and
 #   run it slower than fp32 (chapter 07 explains the flags).
 #
-# ## 8. Half precision and `torch.compile` on a GPU
+# ## 9. Half precision and `torch.compile` on a GPU
 #
 # On a GPU the usual first step is not int8 but 16-bit floats: cast the weights to fp16 or
 # bf16 (halving memory and using tensor cores), then let `torch.compile` fuse the small
@@ -490,9 +558,10 @@ else:
 # >   out of the matrix product.
 # > - *Symmetric grids waste half their codes on one-sided data* (activations after ReLU or
 # >   GELU): use a zero point there.
-# > - *Quantization is not free speed.* Weight-only int8 saves memory; only int8 kernels
-# >   (dynamic quantization on x86/ARM CPUs, or GPU kernels) make it faster, and at batch 1 on
-# >   a tiny model, overheads hide most of it. Measure, as above.
+# > - *Quantization is not free speed.* Weight-only int8 saves memory; only a kernel that
+# >   multiplies the int8 codes directly (or dynamic quantization's integer kernels, or GPU
+# >   kernels) can make it faster, and at batch 1 on a tiny model, overheads hide much of it.
+# >   Profile (section 7) and measure (section 8), as above.
 # > - *`torch.ao.quantization` is deprecated* (it warns in torch 2.13 and will move to the
 # >   `torchao` package); the ideas above carry over unchanged.
 
@@ -583,8 +652,12 @@ _ = ch09.check_quantize_per_channel(quantize_per_channel)
 # - One scale per output channel follows each row's own range and cuts the error, at no
 #   cost to the matrix product.
 # - `quantize.quantize_model` swaps every Linear for a weight-only `Int8Linear` and keeps the
-#   tied embedding and head as one int8 table; PyTorch's `quantize_dynamic` adds int8
-#   kernels (and activation quantization) but keeps the fp32 embedding beside the int8 head.
+#   tied embedding and head as one int8 table; its layers convert the codes to float at every
+#   call, or (`kernel=True`) multiply with PyTorch's int8 kernel `torch._weight_int8pack_mm`.
+#   PyTorch's `quantize_dynamic` adds int8 kernels (and activation quantization) but keeps the
+#   fp32 embedding beside the int8 head.
+# - `measure.op_table` (torch.profiler) shows where the time of a call goes, operator by
+#   operator: look before you optimise.
 # - The table above is the chapter's result: size on disk, time per token and validation
 #   loss, measured side by side; `bench/generation.py` repeats the comparison for the
 #   [benchmarks appendix](../book/benchmarks.md).

@@ -22,7 +22,8 @@ def test_generation_bench_runs_and_prints_ratios(capsys):
     assert bench.main(["--profile", "ci", "--new-tokens", "8", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "| KV cache |" in out and "| recompute |" in out
-    assert "ratio KV cache / recompute:" in out and "ratio dynamic int8 / fp32: generation" in out
+    assert "ratio KV cache / recompute:" in out and "ratio int8 dynamic (torch.ao) / fp32: generation" in out
+    assert "ratio int8 weight-only (from scratch) / fp32" in out
     assert "identical tokens: True" in out
     assert "| int8 dynamic (torch.ao) |" in out and "torch threads:" in out
 

@@ -97,11 +97,12 @@ def test_int8_kernel_and_spelled_out_product_agree(per_channel):
     assert fast.shape == slow.shape == (2, 3, 40)
     assert torch.allclose(fast, slow, atol=1e-4, rtol=1e-5)
     assert "kernel=float copy" in repr(q)
+    assert quantize.Int8Linear(4, 2).use_kernel is False          # asked for, never by default
 
 
 def test_quantize_model_kernel_switch(gpt):
-    spelled = quantize.quantize_model(gpt, kernel=False)
-    fast = quantize.quantize_model(gpt)
+    spelled = quantize.quantize_model(gpt)                      # the default: the float copy
+    fast = quantize.quantize_model(gpt, kernel=True)
     layers = [m for m in spelled.modules() if isinstance(m, quantize.Int8Linear)]
     assert layers and not any(m.use_kernel for m in layers)
     assert all(m.use_kernel == quantize.INT8_MM for m in fast.modules() if isinstance(m, quantize.Int8Linear))
