@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import artifacts
 from .model import GPT, GPTConfig
 from .quantize import quantize_symmetric
 from .vocab import Vocab, atomic_path, atomic_write_text
@@ -38,7 +39,9 @@ GENERATED_PAGE = BOOK / "generated" / "browser_models.md"
 # The models the site shows: file name -> (artifact, what the page says it is).
 SITE_MODELS = {
     "news": "the pretrained news GPT of chapter 05",
-    "dialogue": "the dialogue GPT of chapter 11 (the news GPT fine-tuned on conversations)",
+    "dialogue": "the dialogue GPT of chapter 11 (" + {"reviews": "chapter 10's review-adapted GPT",
+                                                      "news": "the news GPT"}[artifacts.DIALOGUE_BASE]
+                + " fine-tuned on conversations)",
 }
 _TIED = "lm_head.weight"  # the head reads tok_emb.weight: stored once
 _HEADER = re.compile(r"^\(window\.GPT_MODELS = window\.GPT_MODELS \|\| \{\}\)\[(\"[a-z0-9_-]+\")\] = ")

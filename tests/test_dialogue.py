@@ -39,7 +39,8 @@ def test_terminal_chat_replies_to_each_line_and_exits_0_on_eof(cache):
     assert "Traceback" not in out.stderr
     replies = [line for line in out.stdout.splitlines() if line.startswith("机> ")]
     assert len(replies) == 2
-    assert (cache / "pretrained_ci.pt").is_file() and (cache / "dialogue_ci.pt").is_file()
+    assert (cache / "pretrained_ci.pt").is_file() and (cache / "reviews_lm_ci.pt").is_file()
+    assert (cache / "dialogue_ci_from_reviews.pt").is_file()  # the default base: chapter 10's
 
 
 def test_terminal_chat_with_empty_input_exits_0(cache):
@@ -74,17 +75,17 @@ def test_terminal_chat_exits_0_on_ctrl_c(cache):
 def test_dialogue_lm_is_cached_and_improves_on_the_pretrained_model(cache, monkeypatch):
     monkeypatch.setenv("COURSE_CACHE", str(cache))
     profile = config.get_profile("ci")
-    if not (cache / "dialogue_ci.pt").is_file():  # when this test runs alone
+    if not (cache / "dialogue_ci_from_reviews.pt").is_file():  # when this test runs alone
         artifacts.dialogue_lm(profile, progress=False, device="cpu")
     model, vocab, info = artifacts.dialogue_lm(profile, device="cpu")
-    assert info["path"] == cache / "dialogue_ci.pt"
+    assert info["path"] == cache / "dialogue_ci_from_reviews.pt" and info["base"] == "reviews"
     assert info["val_loss"] < info["val_loss_before"]
     assert info["best_step"] in info["history"]["eval_step"]
     assert info["val_loss"] == min(info["history"]["val_loss"])
     again, _, _ = artifacts.dialogue_lm(profile, device="cpu")
     for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    pre, _, _ = artifacts.pretrained_lm(profile, device="cpu")
+    pre, _, _ = artifacts.review_lm(profile, device="cpu")
     assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                        pre.state_dict().values(), strict=True))
 
@@ -133,15 +134,15 @@ def test_a_damaged_cached_model_is_a_clear_error_not_a_retrain(tmp_path, monkeyp
         assert path.read_bytes() == b"not a checkpoint"  # nothing was overwritten
 
 
-def test_dialogue_lm_from_the_review_adapted_base(cache, monkeypatch):
+def test_dialogue_lm_from_the_news_base(cache, monkeypatch):
     monkeypatch.setenv("COURSE_CACHE", str(cache))
     profile = config.get_profile("ci")
-    model, _, info = artifacts.dialogue_lm(profile, base="reviews", progress=False, device="cpu")
-    assert info["path"] == cache / "dialogue_ci_from_reviews.pt" == artifacts.dialogue_path(profile, base="reviews")
-    assert info["base"] == "reviews" and info["pretrained_path"] == str(artifacts.review_path(profile))
+    model, _, info = artifacts.dialogue_lm(profile, base="news", progress=False, device="cpu")
+    assert info["path"] == cache / "dialogue_ci_from_news.pt" == artifacts.dialogue_path(profile, base="news")
+    assert info["base"] == "news" and info["pretrained_path"] == str(artifacts.pretrained_path(profile))
     assert info["val_loss"] <= info["val_loss_before"]
-    news, _, _ = artifacts.dialogue_lm(profile, device="cpu")   # the news base keeps its own file
+    default, _, _ = artifacts.dialogue_lm(profile, device="cpu")   # each base has its own file
     assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(),
-                                                       news.state_dict().values(), strict=True))
+                                                       default.state_dict().values(), strict=True))
     with pytest.raises(ValueError, match="base must be one of news, reviews"):
         artifacts.dialogue_lm(profile, base="wiki")

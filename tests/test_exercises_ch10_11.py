@@ -189,6 +189,24 @@ def discriminative_groups(classifier, lr, decay=2.6):
     return [{"params": params, "lr": lr / decay ** depth} for depth, params in enumerate(layers)]
 
 
+def test_open_project_11_5(one_thread, tmp_path, monkeypatch):
+    """Exercise 11.5, a reference answer: fine-tune the dialogue model from both bases, each
+    cached in its own file, and compare their best validation losses on the same replies."""
+    from course_utils import artifacts, config
+
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    profile = config.get_profile("ci")
+    runs = {base: artifacts.dialogue_lm(profile, base=base, progress=False, device="cpu")[2]
+            for base in artifacts.DIALOGUE_BASES}
+    assert {info["path"].name for info in runs.values()} == {
+        "dialogue_ci_from_reviews.pt", "dialogue_ci_from_news.pt"}
+    for info in runs.values():                        # each improved on its own starting point
+        assert info["val_loss"] <= info["val_loss_before"]
+        assert info["val_examples"] == runs["news"]["val_examples"]   # judged on the same replies
+    gap = runs["reviews"]["val_loss"] - runs["news"]["val_loss"]    # the answer: its sign and size
+    assert abs(gap) < 2.0
+
+
 def test_open_project_10_6(one_thread):
     """Exercise 10.6: every parameter in exactly one group, rates falling with depth, and a
     classifier trained with them learns a separable toy task."""
