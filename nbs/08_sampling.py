@@ -484,7 +484,8 @@ plt.show()
 # Since a cached step is mostly overhead, removing overhead is what speeds it up:
 # `generate(..., compile=True)` compiles the one-token step (`sampling.decode_step`, written
 # with fixed shapes so that `torch.compile` builds one graph for every step) into fused C++
-# kernels. Compiling takes seconds, so it pays for long generations and services.
+# kernels, launched from C++ too (Inductor's `cpp_wrapper`) rather than from Python. Compiling
+# takes seconds, so it pays for long generations and services.
 # `bench/generation.py` measures eager, compiled and recomputing decoding side by side for the
 # [benchmarks appendix](../book/benchmarks.md).
 #
