@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,8 +57,8 @@ def run_chapter(notebook: Path, out_dir: Path, env: dict, timeout: int) -> tuple
     proc = subprocess.run(cmd, env=env, cwd=notebook.parent, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or ["no message"]
-        return seconds, f"failed: {tail[0][:200]}"
+        tail = re.sub(r"\x1b\[[0-9;]*m", "", proc.stderr).strip().splitlines()[-1:] or ["no message"]
+        return seconds, f"failed: {tail[0][:200]}"  # (without the terminal's colour codes)
     return seconds, "ok"
 
 
