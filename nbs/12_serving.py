@@ -22,16 +22,21 @@
 # continuations. In this chapter we build that service twice, first as a ten-line sketch,
 # then with `course_utils.serve`, which adds what a real service needs: validation with
 # clear 400 errors, limits on input size, one model loaded once, and generation moved off
-# the event loop so the server keeps answering while it computes. We start it as a real
-# process, call it, feed it bad requests, and measure latency and throughput under
-# concurrent clients.
+# the event loop so the server keeps answering while it computes. Then we make it hold
+# under load the way inference servers such as vLLM and TGI do: requests that arrive
+# together are decoded together (**dynamic batching**, 动态批处理), tokens are streamed to
+# the client as they are generated, and a full queue, a slow request, a vanished client or
+# a shutdown each get a clear, measured answer.
 #
 # **Learning goals**
 #
 # - the course's interface: `POST /generate` with `{"context", "maxlength", "samples"}`;
 # - why a CPU-bound handler must not run on the event loop, measured;
 # - validating requests so that bad input gets a 400 with a message, never a stack trace;
-# - measuring latency (p50/p95) and throughput with concurrent clients, and reading them.
+# - why one matrix multiply over many rows beats many multiplies over one, and how to batch
+#   requests that arrive at different times without changing a single token of any answer;
+# - measuring latency (p50/p95), throughput and time to first token with concurrent clients,
+#   one request at a time against batched, and reading the numbers.
 
 # %%
 from course_utils import config, plots
@@ -131,15 +136,11 @@ print(f"naive service: /health answered after {naive_health_s * 1000:.0f} ms "
 # %% [markdown]
 # ## 3. `course_utils.serve`
 #
-# ![The request path: the client posts JSON to /generate; on the event loop the handler validates it with parse_request (400 on bad input) and hands generation to a worker thread with run_in_executor while /health keeps answering; the worker runs sampling.complete under a lock and the JSON list of continuations goes back](../book/images/service.png)
-#
-# *The request path of `course_utils.serve`: validation happens on the event loop, generation runs one at a time in a worker thread, so the loop stays free and `/health` answers mid-generation.*
-#
 # The canonical service fixes both problems. Its handler parses and validates the body
-# (`parse_request`), then hands the generation to a worker thread with
-# `loop.run_in_executor`: the loop is free while PyTorch computes (PyTorch releases
-# Python's GIL inside its kernels), and a lock makes sure the one model is used by one
-# generation at a time. Same measurement:
+# (`parse_request`) on the event loop, then puts the request in a queue served by **one
+# worker thread** that owns the model, and `await`s the answer: the loop is free while
+# PyTorch computes (PyTorch releases Python's GIL inside its kernels), and only that one
+# thread ever touches the model. Same measurement:
 
 # %%
 app = serve.make_app(model, vocab)
@@ -239,6 +240,21 @@ print(first)
 assert first == second, "the same seed must give the same samples"
 
 # %% [markdown]
+# The same process serves a page at `GET /` to try the service from a browser (run
+# `python -m course_utils.serve` and open http://127.0.0.1:8080/): a prompt, the sampler
+# settings, and the text as it streams in (section 9). It is one HTML file shipped inside
+# the package with its JavaScript inline, so it needs no CDN and nothing leaves the machine.
+
+# %%
+import re
+
+with urllib.request.urlopen(BASE + "/") as resp:
+    page = resp.read().decode()
+    print(resp.status, resp.headers["Content-Type"], f"{len(page):,} characters:",
+          re.search(r"<title>(.*)</title>", page).group(1))
+assert "http://" not in page and "https://" not in page   # nothing is fetched from elsewhere
+
+# %% [markdown]
 # ## 5. Bad requests get a 400 and a message
 #
 # Every way a client can get a request wrong, with what the service answers:
@@ -260,6 +276,7 @@ bad_requests = {
     "negative temperature": {"context": "今天", "maxlength": 10, "temperature": -1},
     "top_p 1.5": {"context": "今天", "maxlength": 10, "top_p": 1.5},
     "unknown field": {"context": "今天", "maxlength": 10, "beam": 4},
+    "stream as text": {"context": "今天", "maxlength": 10, "stream": "yes"},
     "no known character": {"context": "🙂🙂", "maxlength": 10},
 }
 rows = []
@@ -272,124 +289,477 @@ pd.set_option("display.max_colwidth", 90)
 errors
 
 # %% [markdown]
-# ## 6. Latency and throughput under concurrent clients
+# ## 6. Why batching helps: one matrix multiply for many rows
 #
-# Now many clients at once. Each of `c` concurrent clients sends requests back to back;
-# we record every request's latency and the total requests per second. To compare like
-# with like, every request does the same work: greedy decoding (temperature 0) of the
-# same prompt, so each one generates the same characters and stops at the same place.
+# Decoding one token runs the token's activation, a row of `d_model` numbers, through every
+# layer: a handful of matrix multiplies by the layer's weights, then attention over the
+# cached keys and values. With one row, each multiply reads a whole weight matrix to do one
+# row of arithmetic, and PyTorch's fixed cost per operation (dispatch, Python) is paid for
+# that single row. Stack 16 rows (16 sequences, each at its own position) into a (16, d_model)
+# matrix and the same weights, the same operations and nearly the same time serve all 16.
+# `batching.decode_step_rows` is that decode step with a position per row (section 7); we
+# time it for batches of 1 to 64 rows on one thread:
 
 # %%
-import numpy as np
-from tqdm.auto import tqdm
+from course_utils import batching, measure
 
 
-async def load_test(concurrency: int, requests_per_client: int):
-    latencies = []
-
-    async def client(session, k):
-        for _ in range(requests_per_client):
-            body = {"context": "中国", "maxlength": 40, "samples": 1, "temperature": 0}
+def step_ms(rows: int, repeats: int = 30) -> float:
+    """Milliseconds of one decode step for `rows` rows (best of a few timed runs)."""
+    cfg = model.config
+    shape = (rows, cfg.n_heads, cfg.block_size, cfg.d_model // cfg.n_heads)
+    keys = [torch.zeros(shape) for _ in model.blocks]
+    values = [torch.zeros(shape) for _ in model.blocks]
+    token = torch.randint(3, len(vocab), (rows, 1))
+    pos = torch.randint(0, cfg.block_size, (rows,))
+    best = float("inf")
+    with measure.num_threads(1), torch.inference_mode():
+        for _ in range(3):
             t0 = time.perf_counter()
-            async with session.post(BASE + "/generate", json=body) as resp:
-                assert resp.status == 200
-                await resp.json()
-            latencies.append(time.perf_counter() - t0)
+            for _ in range(repeats):
+                batching.decode_step_rows(model, token, pos, keys, values)
+            best = min(best, (time.perf_counter() - t0) / repeats)
+    return 1000 * best
 
-    async with ClientSession() as session:
+
+steps = pd.DataFrame({"rows": [1, 2, 4, 8, 16, 32, 64]})
+steps["ms per step"] = [step_ms(b) for b in steps.rows]
+steps["ms per row"] = steps["ms per step"] / steps.rows
+print(config.machine_line())
+one, sixteen = steps.set_index("rows").loc[1], steps.set_index("rows").loc[16]
+print(f"a step for 16 rows takes {sixteen['ms per step'] / one['ms per step']:.1f}x the time of a "
+      f"step for one row: {one['ms per row'] / sixteen['ms per row']:.1f}x less time per row")
+if profile.name != "ci":  # the prose below: per-row cost falls as rows are added
+    assert sixteen["ms per row"] < one["ms per row"] / 2 and sixteen["ms per step"] < 8 * one["ms per step"]
+steps.round(3)
+
+# %% [markdown]
+# The time per row falls steeply as rows are added: a step for 16 rows costs far less than 16
+# steps for one row (the line above), because the fixed costs are paid once and the weights
+# are read once for all the rows, until the arithmetic itself becomes the cost. That is the whole
+# case for batching on a CPU, and even more on a GPU, which is mostly idle at one row.
+#
+# Not everything can be shared. A request that *samples* draws its next token from its own
+# filtered distribution with its own random generator (chapter 08's `sample_next`: sort the
+# vocabulary for top-p, one random draw per vocabulary entry in `torch.multinomial`). That
+# costs the same per request whether it is batched or not:
+
+# %%
+logits = torch.randn(1, len(vocab))
+generator = torch.Generator().manual_seed(0)
+
+
+def sample_ms(repeats: int = 200, **settings) -> float:
+    with measure.num_threads(1):
         t0 = time.perf_counter()
-        await asyncio.gather(*(client(session, k) for k in range(concurrency)))
-        wall = time.perf_counter() - t0
-    lat = np.array(latencies)
-    return {"clients": concurrency, "requests": len(lat), "req/s": len(lat) / wall,
-            "p50 ms": 1000 * np.percentile(lat, 50), "p95 ms": 1000 * np.percentile(lat, 95)}
+        for _ in range(repeats):
+            sampling.sample_next(logits, generator=generator, **settings)
+    return 1000 * (time.perf_counter() - t0) / repeats
 
 
-levels = [1, 2, 4, 8, 16] if profile.name != "ci" else [1, 4]
-per_client = 4 if profile.name != "ci" else 2
-load = pd.DataFrame([await load_test(c, per_client) for c in tqdm(levels, desc="load test")])
-load.round(1)
+sampled_ms = sample_ms(temperature=0.8, top_k=40, top_p=0.9)
+greedy_ms = sample_ms(temperature=0)
+print(config.machine_line())
+print(f"choosing one token: {sampled_ms:.3f} ms sampled (temperature 0.8, top-k 40, top-p 0.9), "
+      f"{greedy_ms:.3f} ms greedy; a shared decode step costs {sixteen['ms per row']:.3f} ms per "
+      f"row at 16 rows, so a sampled choice adds {sampled_ms / sixteen['ms per row']:.0%} to a row's "
+      f"share, a greedy one {greedy_ms / sixteen['ms per row']:.0%}")
+if profile.name != "ci":  # the prose below
+    assert sampled_ms > 0.5 * sixteen["ms per row"] and greedy_ms < 0.2 * sixteen["ms per row"]
+
+# %% [markdown]
+# In a batch of 16, choosing a sampled token costs as much as the row's whole share of the
+# forward pass, give or take (the line above), while a greedy choice (an `argmax`) is nearly
+# free. Batching will therefore
+# help greedy requests more than sampled ones; `bench/serve.py` (benchmarks appendix)
+# measures both.
+
+# %% [markdown]
+# ## 7. Dynamic batching, piece by piece
+#
+# Requests do not arrive together: one comes while another is half-way through its answer.
+# *Dynamic* (or continuous) batching lets every request join the running batch at the next
+# step and leave it when it is done. `course_utils.batching` builds it from three pieces:
+#
+# - **`decode_step_rows`**, the decode step of chapter 08 (`sampling.decode_step`) with a
+#   position per row. The KV cache is preallocated with one row per *slot* and `block_size`
+#   positions; row $b$ writes its new key and value at its own position $p_b$ and attends to
+#   positions $0..p_b$ only (a mask of shape (rows, 1, 1, block_size)). Whatever an earlier
+#   request left beyond $p_b$ in that slot is masked out.
+# - **`Group`**: the rows of one request (its `samples`), kept in lockstep, decoded exactly as
+#   `sampling.generate` decodes them alone: one `torch.Generator` (seeded by `seed`) samples
+#   all its rows from their logits with `sample_next`; a row that stopped keeps being fed
+#   `<pad>` (and keeps drawing randomness) until every row has stopped; the repetition
+#   penalty looks at the group's own rows; when the window is full it slides by half a block,
+#   which needs a fresh prefill of that group's rows.
+# - **`BatchEngine`**: the slots and the groups in flight. Each `step()` prefills, with their
+#   own forward pass, the groups that are new or whose window slid; runs ONE shared
+#   `decode_step_rows` for all the others; lets each group pick its tokens; and frees the
+#   slots of the groups that finished, for the next request in the queue.
+#
+# First the shared step. Three rows at different positions take one step together; each must
+# get the logits that recomputing its whole window gives:
+
+# %%
+windows = [vocab.encode("中国"), vocab.encode("新华社北京１月"), vocab.encode("今天天气很好，我们")]
+with torch.inference_mode():
+    caches = [model.new_cache() for _ in windows]
+    for w, cache in zip(windows, caches, strict=True):   # prefill each row alone
+        model(torch.tensor([w]), cache=cache)
+    keys = [torch.cat([c[layer].k_buf for c in caches]) for layer in range(len(model.blocks))]
+    values = [torch.cat([c[layer].v_buf for c in caches]) for layer in range(len(model.blocks))]
+    nxt = torch.tensor([[vocab.encode("的")[0]]] * 3)
+    pos = torch.tensor([len(w) for w in windows])
+    together = batching.decode_step_rows(model, nxt, pos, keys, values)
+    alone = torch.stack([model(torch.tensor([w + nxt[0].tolist()]))[0][0, -1] for w in windows])
+gap = (together - alone).abs().max().item()
+print(f"positions {pos.tolist()}: max |logits together - each window recomputed| = {gap:.1e}")
+assert gap < 1e-4
+
+# %% [markdown]
+# Now whole requests. Five requests with prompts of different lengths and their own sampler
+# settings, one of them with a prompt that fills the window (so its window slides, more than
+# once), arrive at different steps at an engine of 8 slots; together they need 12 rows, so a
+# request may have to wait for free slots. Each must get exactly the tokens
+# `sampling.generate` gives it alone:
+
+# %%
+stops = sampling.stop_ids(vocab)
+specs = [("中国", 1, 30, dict(temperature=0)),
+         ("新华社北京", 3, 40, dict(temperature=0.8, top_k=40, top_p=0.9, seed=1)),
+         ("人民日报" * 16, 2, model.config.block_size + 10, dict(temperature=1.0, seed=2)),
+         ("今天", 4, 25, dict(temperature=1.2, repetition_penalty=1.3, seed=3)),
+         ("经济", 2, 20, dict(temperature=0.7, top_k=10, seed=4))]
+
+
+def groups():
+    return [batching.Group(vocab.encode(p)[-model.config.block_size:], n, steps, stop_tokens=stops, **kw)
+            for p, n, steps, kw in specs]
+
+
+together = batching.generate_together(model, groups(), max_rows=8, arrivals=[0, 0, 3, 5, 9])
+for (prompt, n, steps_, kw), got in zip(specs, together, strict=True):
+    ids = torch.tensor([vocab.encode(prompt)[-model.config.block_size:]] * n)
+    assert torch.equal(got, sampling.generate(model, ids, steps_, stop_tokens=stops, **kw)), prompt
+print(f"{len(specs)} requests decoded together: each got the tokens it gets alone")
+print("for example:", sampling.decode_batch(vocab, together[1][:, len(vocab.encode("新华社北京")):]))
+
+# %% [markdown]
+# What the engine did, step by step: which request occupied which slot. Requests join as
+# slots free up and leave when they finish; the long-prompt request is prefilled again when
+# its window slides.
 
 # %%
 import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
 
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
-ax1.plot(load.clients, load["p50 ms"], "o-", label="p50")
-ax1.plot(load.clients, load["p95 ms"], "s--", label="p95")
-ax1.set(xlabel="concurrent clients", ylabel="latency (ms)", title="Latency grows with the queue", xscale="log")
-ax1.legend()
-ax2.plot(load.clients, load["req/s"], "o-", color="C2")
-ax2.set(xlabel="concurrent clients", ylabel="requests per second", title="Throughput does not grow",
-        xscale="log", ylim=(0, None))
-fig.tight_layout()
+gs, arrivals = groups(), [0, 0, 3, 5, 9]
+engine, waiting = batching.BatchEngine(model, max_rows=8), list(range(len(gs)))
+columns, refills = [], []                   # per step: the request in each slot; prefills
+while waiting or engine.groups:
+    while waiting and arrivals[waiting[0]] <= len(columns) and engine.fits(gs[waiting[0]]):
+        engine.add(gs[waiting.pop(0)])
+    column, before = np.full(engine.max_rows, np.nan), [g.cached_from for g in gs]
+    rows = [list(g.rows) for g in gs]
+    for k, r in enumerate(rows):
+        column[r] = k
+    engine.step()
+    refills += [(len(columns), r) for k, g in enumerate(gs) if g.cached_from != before[k] for r in rows[k]]
+    columns.append(column)
+
+fig, ax = plt.subplots(figsize=(10, 3.2))
+image = ax.imshow(np.ma.masked_invalid(np.array(columns).T), aspect="auto", origin="lower",
+                  cmap=ListedColormap([f"C{k}" for k in range(len(gs))]), vmin=-0.5, vmax=len(gs) - 0.5,
+                  interpolation="nearest")
+refills = np.array(refills)
+ax.scatter(refills[:, 0], refills[:, 1], marker="x", color="black", s=14)
+bar = fig.colorbar(image, ticks=range(len(gs)))
+bar.ax.set_yticklabels([f"{p[:4]}{'…' if len(p) > 4 else ''} ×{n}" for p, n, _, _ in specs])
+ax.set(xlabel="engine step (one token for every row in flight; × = prefill: a new request, "
+              "or its window slid)", ylabel="cache slot",
+       title="Requests join free slots and leave when done; one decode step serves them all")
 plt.show()
-print(config.machine_line())
-one, most = load.iloc[0], load.iloc[-1]
-change = most["req/s"] / one["req/s"]
-trend = "fell" if change < 0.9 else "rose" if change > 1.1 else "stayed about flat"
-print(f"throughput {trend}: {one['req/s']:.1f} req/s with 1 client, {most['req/s']:.1f} with "
-      f"{int(most['clients'])} (x{change:.2f}); lowest {load['req/s'].min():.1f} req/s")
-print("p50 latency vs clients / throughput (Little's law), ms: " + ", ".join(
-    f"c={c}: {p:.0f} vs {1000 * c / r:.0f}" for c, p, r in zip(load.clients, load["p50 ms"], load["req/s"],
-                                                                     strict=True)))
-if profile.name != "ci":  # the next paragraph: latency grows with the queue, throughput does not grow
-    assert load["p50 ms"].is_monotonic_increasing
-    assert load["req/s"].iloc[1:].max() < 1.25 * one["req/s"]
+joined = [next(i for i, c in enumerate(columns) if k in c) for k in range(len(gs))]
+print(f"{len(columns)} steps for {len(specs)} requests; most requests in one step: "
+      f"{max(len(set(c[~np.isnan(c)])) for c in columns)}; arrived at steps {arrivals}, joined at {joined}")
 
 # %% [markdown]
-# Read the two plots with the lines printed under them. The server handles one generation
-# at a time (one model behind a lock, and PyTorch already uses every core for it), so more
-# clients cannot raise throughput: concurrency does not make the machine faster. It can make
-# it slower, and a drop of tens of percent is not timing noise: the clients run in this
-# notebook's process on the same cores as the server, more open connections mean more work
-# for both event loops and the worker threads, and other programs compete for the CPU (the
-# load average in the machine line). On a quiet machine with cores to spare the line is
-# flatter; the first printed line says what happened in this run. What concurrency changes
-# for certain is the *queue*: with `c` clients always waiting, a request waits for the
-# `c - 1` ahead of it, so its latency is about `c` divided by the throughput (Little's law,
-# compared with the measured p50 in the last line). Latency grows in proportion to `c` where
-# throughput is flat, and faster where throughput drops. Note that no request failed: the
-# event loop kept accepting and queueing them.
+# A caveat about "exactly". The tokens above are identical, but the logits are identical only
+# up to rounding: the matrix-multiply kernel sums in an order that depends on how many rows it
+# is given, so a row's logits in a batch of 16 differ from its logits alone in about the
+# seventh significant digit. A token changes only if two candidates are that close, or a
+# random draw falls that close to a boundary; `sampling.generate` itself has the same
+# property (its `samples` rows are a batch too). Measured:
+
+# %%
+with torch.inference_mode():
+    cfg = model.config
+    shape = (16, cfg.n_heads, cfg.block_size, cfg.d_model // cfg.n_heads)
+    keys = [torch.randn(shape) for _ in model.blocks]
+    values = [torch.randn(shape) for _ in model.blocks]
+    token, pos = torch.randint(3, len(vocab), (16, 1)), torch.arange(16)
+    batch16 = batching.decode_step_rows(model, token, pos, [k.clone() for k in keys],
+                                        [v.clone() for v in values])
+    one_by_one = torch.cat([
+        batching.decode_step_rows(model, token[b:b + 1], pos[b:b + 1], [k[b:b + 1].clone() for k in keys],
+                                  [v[b:b + 1].clone() for v in values]) for b in range(16)])
+rel = ((batch16 - one_by_one).abs().max() / one_by_one.abs().max()).item()
+print(f"16 rows together vs one at a time: largest difference {rel:.1e} of the largest logit")
+
+# %% [markdown]
+# ## 8. Latency and throughput under concurrent clients: one at a time against batched
 #
-# The way to more throughput on the same hardware is **batching**: one forward pass over
-# several sequences costs much less than several passes. The `samples` field already
-# batches the candidates of one request:
+# Now the service under load. Two servers run as processes with the same model:
+# `python -m course_utils.serve --serial`, which decodes one request at a time (the service
+# as it was before batching: a request waits for every request ahead of it), and the
+# batching one. `serve.ServerProcess` starts each on a free port and waits for `/health`.
+# Each of `c` concurrent clients sends requests back to back; `serve.load_test` records every
+# request's latency and the requests per second. Every request asks for 40 characters after
+# 中国 with the service's default sampler; each client sends seeds 0, 1, 2, 3 in turn, so every
+# level asks for the same mix of answers (answers stop early at 。, so seeds change the work)
+# and both servers do exactly the same work and must return the same texts.
+#
+# The machine has two cores. Each server gets one torch thread (`OMP_NUM_THREADS=1`) and the
+# clients run in this notebook's process; we measure how much CPU each side really used
+# (CPU seconds divided by wall seconds, from `psutil`).
 
 # %%
-def chars_per_second(samples: int, length: int = 40, repeats: int = 3) -> float:
-    """Characters returned per second of wall time (rows that hit 。 stop early)."""
-    chars, t0 = 0, time.perf_counter()
-    for seed in range(repeats):
-        status, texts = call({"context": "中国", "maxlength": length, "samples": samples,
-                              "seed": seed, "temperature": 1.0})
-        assert status == 200 and len(texts) == samples
-        chars += sum(map(len, texts))
-    return chars / (time.perf_counter() - t0)
+import psutil
+from tqdm.auto import tqdm
 
 
-batching = pd.DataFrame([{"samples per request": s, "characters/s returned": chars_per_second(s)}
-                         for s in [1, 4, 16]])
+def body(k: int) -> dict:
+    """Request k of the load test (client k // per_client sends seeds 0..per_client-1)."""
+    return {"context": "中国", "maxlength": 40, "samples": 1, "seed": k % per_client}
+
+
+async def measure_load(server, clients: int, per_client: int, stream: bool = False) -> dict:
+    """serve.load_test, plus the cores each side used (CPU seconds / wall seconds)."""
+    srv, me = psutil.Process(server.proc.pid), psutil.Process()
+    cpu = lambda p: sum(p.cpu_times()[:2])           # user + system seconds
+    s0, c0 = cpu(srv), cpu(me)
+    result = await serve.load_test(server.url, body, clients, per_client, stream=stream)
+    result["server cores"] = (cpu(srv) - s0) / result["seconds"]
+    result["client cores"] = (cpu(me) - c0) / result["seconds"]
+    return result
+
+
+serial_server = serve.ServerProcess(profile.name, "--serial", threads=1)
+batched_server = serve.ServerProcess(profile.name, threads=1)
+levels = [1, 2, 4, 8, 16, 32] if profile.name != "ci" else [1, 4]
+per_client = 4 if profile.name != "ci" else 1
+runs = []
+for clients in tqdm(levels, desc="load test"):
+    for name, server_ in (("serial", serial_server), ("batched", batched_server)):
+        runs.append({"server": name, **await measure_load(server_, clients, per_client)})
+load = pd.DataFrame(runs)
+load.drop(columns="texts").round(2)
+
+# %%
+from matplotlib.ticker import NullLocator, ScalarFormatter
+
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+for name, colour in (("serial", "C0"), ("batched", "C1")):
+    part = load[load.server == name]
+    ax1.plot(part.clients, part["req/s"], "o-", color=colour, label=name)
+    ax2.plot(part.clients, part["p50 ms"], "o-", color=colour, label=f"{name} p50")
+    ax2.plot(part.clients, part["p95 ms"], "s--", color=colour, alpha=0.6, label=f"{name} p95")
+ax1.set(xlabel="concurrent clients", ylabel="requests per second", title="Throughput", xscale="log",
+        ylim=(0, None))
+ax2.set(xlabel="concurrent clients", ylabel="latency (ms, log scale)", title="Latency (p50 and p95)",
+        xscale="log", yscale="log")
+ax2.yaxis.set_major_formatter(ScalarFormatter())
+for ax in (ax1, ax2):
+    ax.set_xticks(levels, [str(c) for c in levels])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+by = load.set_index(["server", "clients"])
+top = levels[-1]
 print(config.machine_line())
-rate = batching["characters/s returned"]
-print(f"16 samples per request return x{rate.iloc[-1] / rate.iloc[0]:.1f} the characters per second of 1")
-if profile.name != "ci":  # the summary: batching raises throughput
-    assert rate.is_monotonic_increasing
-batching.round(0)
+for c in sorted({levels[-1], 16} & set(levels)):
+    s, b = by.loc[("serial", c)], by.loc[("batched", c)]
+    print(f"{c} clients: serial {s['req/s']:.1f} req/s (p95 {s['p95 ms']:.0f} ms), batched "
+          f"{b['req/s']:.1f} req/s (p95 {b['p95 ms']:.0f} ms): x{b['req/s'] / s['req/s']:.2f} "
+          f"the throughput, x{b['p95 ms'] / s['p95 ms']:.2f} the p95 latency")
+print(f"at {top} clients the server used {by.loc[('batched', top), 'server cores']:.2f} cores (batched) "
+      f"and {by.loc[('serial', top), 'server cores']:.2f} (serial); the clients "
+      f"{by.loc[('batched', top), 'client cores']:.2f} and {by.loc[('serial', top), 'client cores']:.2f}")
+same = sum(a == b for a, b in zip(by.loc[("serial", top), "texts"], by.loc[("batched", top), "texts"],
+                                  strict=True))
+print(f"requests that got the same text from both servers at {top} clients: {same} of "
+      f"{len(by.loc[('serial', top), 'texts'])}")
+if profile.name != "ci":  # the prose below
+    assert by.loc[("batched", 16), "req/s"] > 1.5 * by.loc[("serial", 16), "req/s"]
+    assert by.loc[("batched", 16), "p95 ms"] < by.loc[("serial", 16), "p95 ms"]
+    assert by.loc[("batched", top), "client cores"] < 0.5
+    assert by.loc[("batched", 16), "req/s"] > 2 * by.loc[("batched", 1), "req/s"]
+
+# %% [markdown]
+# Read the plots with the lines printed under them. The **serial** server handles one
+# generation at a time: more clients cannot make that generation faster (its throughput at
+# every level is in the table, its range printed below), and what grows is the *queue*: with
+# `c` clients always waiting, a request waits for the `c - 1` ahead of it, so its latency is
+# about `c` divided by the throughput (Little's law, printed below). The **batched** server
+# turns the same clients into bigger batches: its throughput climbs with the number of
+# clients, more than doubling from one client to 16, and its latency grows far more slowly. Two things cap the gain, both measured in section 6:
+# each sampled request chooses its tokens with its own generator (that part is not shared),
+# and the shared step itself costs more as rows are added. The CPU line says how the two
+# cores were shared: each server process used about one core, all it can use with one torch
+# thread and one Python interpreter for its event loop and model thread, and the clients in
+# this notebook needed little of the other. Where the batched line stops climbing, that one
+# core is full; a second torch thread for the server is the next thing to try.
+# No request failed in either server (`load_test` insists on 200), and the last line above
+# counts the requests that got the same text from both servers (a difference could only come
+# from the rounding of section 7).
 
 # %%
-server.terminate()
-server.wait(timeout=10)
-print("server stopped, exit code", server.returncode)
+serial = load[load.server == "serial"]
+print(f"serial server from {levels[1]} to {top} clients: {serial['req/s'].iloc[1:].min():.1f} to "
+      f"{serial['req/s'].iloc[1:].max():.1f} req/s")
+print("serial server, p50 latency vs clients / throughput (Little's law), ms: " + ", ".join(
+    f"c={c}: {p:.0f} vs {1000 * c / r:.0f}" for c, p, r in zip(serial.clients, serial["p50 ms"],
+                                                                 serial["req/s"], strict=True)))
+
+# %% [markdown]
+# ## 9. Streaming: the first words sooner
+#
+# A batched request still takes as long as its own tokens take. What a person waiting for the
+# answer notices first is the **time to first token**. With `"stream": true` the service
+# answers with server-sent events (`text/event-stream`): one `data:` line per step with the new
+# piece of text of every sample, then an `event: done` with the full texts (or `event: error`
+# with a status and a message). The pieces put together are the non-streamed answer:
+
+# %%
+from aiohttp import ClientSession
+
+request = {"context": "新华社北京", "maxlength": 30, "samples": 2, "seed": 7}
+async with ClientSession() as session:
+    async with session.post(batched_server.url + "/generate", json={**request, "stream": True}) as resp:
+        print(resp.status, resp.headers["Content-Type"])
+        raw = (await resp.read()).decode()
+events = raw.strip().split("\n\n")
+print("\n".join(events[:3]), "\n...\n" + events[-1])
+pieces = [json.loads(e[6:])["pieces"] for e in events[:-1]]
+streamed = ["".join(p) for p in zip(*pieces, strict=True)]
+final = json.loads(events[-1].split("data: ")[1])["texts"]
+status, plain = call(request)
+assert streamed == final == plain, (streamed, final, plain)
+
+# %%
+stream_clients = 8 if profile.name != "ci" else 2
+streaming = await measure_load(batched_server, stream_clients, per_client, stream=True)
+print(config.machine_line())
+print(f"{stream_clients} clients streaming: first piece of text after {streaming['first piece p50 ms']:.0f} ms "
+      f"(p50; p95 {streaming['first piece p95 ms']:.0f} ms), the whole answer after "
+      f"{streaming['p50 ms']:.0f} ms (p50; p95 {streaming['p95 ms']:.0f} ms)")
+if profile.name != "ci":  # the prose below
+    assert streaming["first piece p50 ms"] < streaming["p50 ms"] / 3
+
+# %% [markdown]
+# With streaming, the first characters appear after a small fraction of the time the whole
+# answer takes: the prefill and one shared step, then the rest arrives piece by piece. The
+# page at `GET /` reads the same events with `fetch` and a stream reader.
+#
+# ## 10. Holding under load: a full queue, a slow request, a vanished client, a shutdown
+#
+# A service must stay predictable when asked for more than it can do:
+#
+# - **a bounded queue**: at most `--max-queue` requests wait for a slot; one more gets
+#   `503 Service Unavailable` with a `Retry-After` header, at once, instead of waiting forever;
+# - **a time limit** per request, queueing included (`--time-limit`): past it, `504` with a
+#   message saying what to change;
+# - **a client that disconnects** (or a time limit that expires) frees its rows at the next step;
+# - **`/health` answers throughout**: the event loop never computes;
+# - **SIGTERM** (what `docker stop` or systemd send) stops taking requests, finishes the running
+#   batch, and exits with status 0.
+#
+# Two deliberately small servers show the first two. One decodes one request at a time and
+# has two places in its queue; eight clients arrive at once. The other has a time limit of
+# 0.3 s, and a client asks it for 16 samples of 512 characters at a high temperature: far
+# more work than that (each of the 512 steps draws 16 tokens from the whole vocabulary).
+
+# %%
+import collections
+
+queue2 = serve.ServerProcess(profile.name, "--serial", "--max-queue", "2", threads=1)
+limit = serve.ServerProcess(profile.name, "--time-limit", "0.3", threads=1)
+
+
+async def answer(session, server, body):
+    async with session.post(server.url + "/generate", json=body) as resp:
+        return resp.status, resp.headers.get("Retry-After"), (await resp.json())
+
+
+long = {"context": "中国", "maxlength": 512, "samples": 16, "temperature": 2.0, "top_k": None,
+        "top_p": None, "seed": 0}
+async with ClientSession() as session:
+    crowd = await asyncio.gather(*(answer(session, queue2, body(k)) for k in range(8)))
+    slow_status, _, slow_answer = await answer(session, limit, long)
+print("8 at once:", dict(collections.Counter(status for status, _, _ in crowd)))
+refused = next(a for a in crowd if a[0] == 503)
+print(f"503 with Retry-After: {refused[1]} s, {refused[2]}")
+print(slow_status, slow_answer)
+assert {s for s, _, _ in crowd} <= {200, 503} and all(r for s, r, _ in crowd if s == 503)
+assert slow_status == 504
+
+# %% [markdown]
+# The server took what its queue could hold (and the request its worker had already picked
+# up) and told the others at once to come back later (the counts above); the long request was
+# stopped at its time limit with a message saying what to change. Now a client that walks away in the middle of a stream, on the
+# batching server:
+
+# %%
+async with ClientSession() as session:
+    resp = await session.post(batched_server.url + "/generate", json={**long, "stream": True})
+    await resp.content.readline()                      # the first event: generation is under way
+    during = await (await session.get(batched_server.url + "/health")).json()
+    resp.close()                                       # the client goes away
+    for _ in range(400):
+        after = await (await session.get(batched_server.url + "/health")).json()
+        if after["rows_in_use"] == 0:
+            break
+        await asyncio.sleep(0.05)
+print(f"rows in use while it streamed: {during['rows_in_use']}; after the client left: "
+      f"{after['rows_in_use']} (requests cancelled: {after['cancelled']})")
+assert during["rows_in_use"] == long["samples"] and after["rows_in_use"] == 0
+
+# %% [markdown]
+# Finally the shutdown. The server we started by hand in section 4 gets a SIGTERM while it
+# streams a long answer: it stops listening, finishes the running request, and exits cleanly.
+
+# %%
+async with ClientSession() as session:
+    async with session.post(BASE + "/generate", json={**long, "stream": True}) as resp:
+        await resp.content.readline()                  # generation is under way
+        server.terminate()                             # SIGTERM
+        rest = (await resp.read()).decode()
+code = server.wait(timeout=120)
+print("the request in flight ended with:", rest.strip().split("\n\n")[-1][:60], "…")
+print("exit code", code, "| the server said:", server.stdout.read().strip().splitlines()[-2:])
+assert "event: done" in rest and code == 0
+for process in (serial_server, batched_server, queue2, limit):
+    assert process.stop() == 0
 
 # %% [markdown]
 # > **Pitfalls.**
 # > - **Blocking the event loop.** A handler that computes without awaiting freezes the
-# >   whole server (section 2). Move CPU work to an executor.
+# >   whole server (section 2). Move CPU work off the loop, to a worker thread.
 # > - **One model, many threads.** A PyTorch module is not made for concurrent forward
-# >   passes that share a KV cache or a generator; serialise them (a lock) or give each
-# >   worker its own copy.
-# > - **Unbounded inputs.** Every size a client controls (`context`, `maxlength`, `samples`)
-# >   needs a limit, or one request can occupy the server for hours or exhaust memory.
+# >   passes that share a KV cache or a generator, and on a CPU more threads do not make more
+# >   arithmetic: one worker owns the model, and batching is how it serves many requests.
+# > - **Batching that changes the answers.** Sampling the whole batch with one generator,
+# >   applying the repetition penalty across requests, or splitting a request's samples
+# >   between batches gives each request a different text than it gets alone, and breaks the
+# >   `seed` contract silently. Keep a request's rows together, with their own generator.
+# > - **"Identical" means up to rounding** (section 7): a batched matrix multiply sums in a
+# >   different order, so logits differ in the seventh digit; compare tokens, and do not
+# >   promise bit-identical logits across batch sizes.
+# > - **Unbounded inputs and queues.** Every size a client controls (`context`, `maxlength`,
+# >   `samples`) needs a limit, and so does the queue: without one, overload shows up as ever
+# >   longer waits instead of a quick 503 the client can act on.
 # > - **Stack traces as answers.** A `KeyError` from a missing field becomes a 500 with
 # >   internals; validate first and answer 400 with a message the client can act on.
 # > - **Binding to 0.0.0.0** exposes the service to the whole network; the default here is
@@ -453,13 +823,17 @@ _ = ch12.check_validate_maxlength(validate_maxlength)
 #
 # - The course's interface, `POST /generate` with `context`, `maxlength` and `samples`,
 #   answered by a JSON list of continuations, is served by `course_utils.serve`
-#   (`python -m course_utils.serve --port 8080`).
-# - Generation runs in a worker thread, so the event loop stays responsive: `/health`
+#   (`python -m course_utils.serve --port 8080`; `GET /` is a page to try it).
+# - The model runs in one worker thread, so the event loop stays responsive: `/health`
 #   answered in milliseconds during a long generation instead of waiting for it.
-# - Every bad request gets a 400 with a message; sizes are bounded.
-# - With one model on one machine, concurrency queues requests: latency grows, throughput
-#   does not (it can even fall when clients and server share a busy CPU, section 6);
-#   batching several sequences into one forward pass is what raises throughput.
+# - Every bad request gets a 400 with a message; sizes are bounded; a full queue gets a 503
+#   with `Retry-After`, a request over its time limit a 504; a client that leaves frees its
+#   rows; SIGTERM finishes the running batch and exits cleanly.
+# - One request at a time, more clients only lengthen the queue. Dynamic batching
+#   (`course_utils.batching`) decodes every request in flight with one shared step, each
+#   request still getting the tokens it gets alone: throughput grows with the clients and
+#   latency much more slowly (section 8; `bench/serve.py` in the benchmarks appendix).
+# - Streaming (`"stream": true`) shows the first words after a fraction of the answer's time.
 #
 # Chapter 13 takes the model out of PyTorch: into Hugging Face `transformers`, where most
 # language models are published, and into ONNX, the format that ships a model without Python.
