@@ -610,7 +610,7 @@ if profile.name != "ci":  # the prose below
 # cores were shared: each server process used about one core, all it can use with one torch
 # thread and one Python interpreter for its event loop and model thread, and the clients in
 # this notebook needed little of the other. Where the batched line stops climbing, that one
-# core is full; a second torch thread for the server is the next thing to try.
+# core is full.
 # No request failed in either server (`load_test` insists on 200), and the last line above
 # counts the requests that got the same text from both servers (a difference could only come
 # from the rounding of section 7).
