@@ -86,12 +86,15 @@ def test_train_step_bench_compares_variants_on_the_same_batches(capsys):
     bench = _load("train_step")
     assert bench.main(["--profile", "ci", "--steps", "5", "--block", "2", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    rows = {line.split("|")[1].strip(): line.split("|") for line in out.splitlines()
+    variants, profile = out.split("Where the plain fp32 step's time goes")
+    rows = {line.split("|")[1].strip(): line.split("|") for line in variants.splitlines()
             if line.startswith("| ") and "variant" not in line}
     assert {"fp32 eager (the book's loop)", "+ fused AdamW", "+ fused AdamW + torch.compile"} <= set(rows)
     for cells in rows.values():                           # the same training, whatever the variant
         assert float(cells[6]) < 1e-3
     assert "fastest:" in out and "cpu flags:" in out
+    ops = [line.split("|")[1].strip() for line in profile.splitlines() if line.startswith("| ")]
+    assert ops[0] == "operator" and ops[-1] == "(outside the operators)" and len(ops) == 13
 
 
 def test_train_step_bench_rejects_bad_settings(capsys):
