@@ -144,5 +144,5 @@ def test_dialogue_lm_from_the_news_base(cache, monkeypatch):
     default, _, _ = artifacts.dialogue_lm(profile, device="cpu")   # each base has its own file
     assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                        default.state_dict().values(), strict=True))
-    with pytest.raises(ValueError, match="base must be one of news, reviews"):
+    with pytest.raises(ValueError, match="base must be one of reviews, news"):
         artifacts.dialogue_lm(profile, base="wiki")
