@@ -11,38 +11,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from .sampling import _context_start, apply_repetition_penalty, check_settings, sample_next
+from .sampling import (
+    _context_start,
+    apply_repetition_penalty,
+    check_settings,
+    decode_step,
+    sample_next,
+)
 from .vocab import PAD
 
 # ---------------------------------------------------------------------------- the shared step
 
 
-def decode_step_rows(model, token: torch.Tensor, pos: torch.Tensor, keys: list,
-                     values: list) -> torch.Tensor:
-    """`sampling.decode_step` with a position per row: rows at different places of their
-    windows take one step together. `token` (B, 1); `pos` (B,) long, each row's position;
-    `keys`/`values` are the caches' buffers (B, H, block_size, head_dim), written in place
-    at each row's own position. Returns the logits (B, V).
-
-    Row b attends to its positions 0..pos[b] (mask `keep`, (B, 1, 1, T)); what lies beyond,
-    left by an earlier request in that slot, is masked out."""
-    cfg = model.config
-    B, H, T = token.size(0), cfg.n_heads, cfg.block_size
-    hd = cfg.d_model // H
-    x = model.tok_emb(token) + model.pos_emb(pos)[:, None, :]                  # (B, 1, d)
-    keep = (torch.arange(T, device=token.device) <= pos[:, None]).view(B, 1, 1, T)
-    rows = torch.arange(B, device=token.device)
-    for block, k_buf, v_buf in zip(model.blocks, keys, values, strict=True):
-        q, k, v = block.attn.qkv(block.ln1(x)).split(cfg.d_model, dim=2)
-        q, k, v = (t.view(B, 1, H, hd).transpose(1, 2) for t in (q, k, v))   # (B, H, 1, hd)
-        k_buf[rows, :, pos] = k[:, :, 0]                                       # row b at pos[b]
-        v_buf[rows, :, pos] = v[:, :, 0]
-        y = F.scaled_dot_product_attention(q, k_buf, v_buf, attn_mask=keep)
-        x = x + block.attn.proj(y.transpose(1, 2).reshape(B, 1, cfg.d_model))
-        x = x + block.mlp(block.ln2(x))
-    return model.lm_head(model.ln_f(x))[:, -1]
+# Chapter 08's one-token step given a (B,) position, one per row: rows at different places of
+# their windows take one step together, each writing its cache slot at its own position and
+# attending to its positions 0..pos[b] only.
+decode_step_rows = decode_step
 
 
 # ---------------------------------------------------------------------------- one request

@@ -140,21 +140,31 @@ def _context_start(length: int, start: int, block_size: int) -> int:
 def decode_step(model, token: torch.Tensor, pos: torch.Tensor, keys: list, values: list) -> torch.Tensor:
     """One new token through the model with preallocated (static) KV caches, in fixed shapes:
     what `torch.compile` turns into one graph for every step. `token` (B, 1); `pos`, a 0-d
-    long tensor, is its position in the window; `keys`/`values` are the caches' buffers
-    (B, H, block_size, head_dim), written in place at `pos`. Returns the logits (B, V).
+    long tensor, is its position in the window, or a (B,) tensor with one position per row
+    (rows at different places of their windows: chapter 12's batching); `keys`/`values` are
+    the caches' buffers (B, H, block_size, head_dim), written in place at `pos`. Returns the
+    logits (B, V).
 
     The attention reads all `block_size` cached positions with a mask (`<= pos`), so the
-    shapes never change from step to step and nothing is recompiled."""
+    shapes never change from step to step and nothing is recompiled; positions beyond a
+    row's own (left there by an earlier occupant of its cache slot) are masked out."""
     cfg = model.config
     B, H, T = token.size(0), cfg.n_heads, cfg.block_size
     hd = cfg.d_model // H
-    x = model.tok_emb(token) + model.pos_emb(pos.view(1))
-    keep = (torch.arange(T, device=token.device) <= pos).view(1, 1, 1, T)
+    per_row = pos.dim() == 1
+    at = pos[:, None] if per_row else pos.view(1, 1)                           # (B, 1) or (1, 1)
+    x = model.tok_emb(token) + model.pos_emb(at)                               # (B, 1, d)
+    keep = (torch.arange(T, device=token.device) <= at).view(at.size(0), 1, 1, T)
+    rows = torch.arange(B, device=token.device)
     for block, k_buf, v_buf in zip(model.blocks, keys, values, strict=True):
         q, k, v = block.attn.qkv(block.ln1(x)).split(cfg.d_model, dim=2)
-        q, k, v = (t.view(B, 1, H, hd).transpose(1, 2) for t in (q, k, v))
-        k_buf.index_copy_(2, pos.view(1), k)
-        v_buf.index_copy_(2, pos.view(1), v)
+        q, k, v = (t.view(B, 1, H, hd).transpose(1, 2) for t in (q, k, v))   # (B, H, 1, hd)
+        if per_row:                                                            # row b at pos[b]
+            k_buf[rows, :, pos] = k[:, :, 0]
+            v_buf[rows, :, pos] = v[:, :, 0]
+        else:
+            k_buf.index_copy_(2, pos.view(1), k)
+            v_buf.index_copy_(2, pos.view(1), v)
         y = torch.nn.functional.scaled_dot_product_attention(q, k_buf, v_buf, attn_mask=keep)
         x = x + block.attn.proj(y.transpose(1, 2).reshape(B, 1, cfg.d_model))
         x = x + block.mlp(block.ln2(x))
