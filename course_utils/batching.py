@@ -17,6 +17,9 @@ from .sampling import (
     apply_repetition_penalty,
     check_settings,
     decode_step,
+    draw,
+    next_token_probs,
+    prefill,
     sample_next,
 )
 from .vocab import PAD
@@ -69,12 +72,27 @@ class Group:
         """Where the last token goes in the window (the decode step's `pos`)."""
         return self.out.size(1) - 1 - self.start
 
-    def sample(self, logits: torch.Tensor) -> torch.Tensor:
-        """Pick the next token of every row from its logits (rows, V); returns them (rows,)."""
+    @property
+    def setting(self) -> tuple:
+        """(temperature, top_k, top_p): groups that share it can be filtered together."""
+        return self.sampler["temperature"], self.sampler["top_k"], self.sampler["top_p"]
+
+    def penalized(self, logits: torch.Tensor) -> torch.Tensor:
+        """The rows' logits (rows, V) in float32, after the repetition penalty over the group's
+        own tokens: what the sampler filters."""
         logits = logits.float()
         if self.repetition_penalty != 1.0:
             logits = apply_repetition_penalty(logits, self.out, self.repetition_penalty)
-        nxt = sample_next(logits, generator=self.generator, **self.sampler)
+        return logits
+
+    def sample(self, logits: torch.Tensor) -> torch.Tensor:
+        """Pick the next token of every row from its logits (rows, V) alone; returns them (rows,).
+        (The engine filters groups with one setting together, then calls `advance`.)"""
+        return self.advance(sample_next(self.penalized(logits), generator=self.generator,
+                                        **self.sampler))
+
+    def advance(self, nxt: torch.Tensor) -> torch.Tensor:
+        """Append the picked tokens (rows, 1); returns them (rows,)."""
         nxt = nxt.masked_fill_(self.done[:, None], PAD)     # a stopped row gets <pad>
         self.out = torch.cat([self.out, nxt], dim=1)
         self.steps += 1
@@ -148,11 +166,32 @@ class BatchEngine:
             logits = dict(zip(steady, batch.split([len(g) for g in steady]), strict=True))
         for g in prefill:   # after the shared step, which fed these slots a dummy token
             logits[g] = self._prefill(g)
-        stepped = [(g, g.sample(logits[g])) for g in self.groups]
+        stepped = self._sample(logits)
         for g, _ in stepped:
             if g.finished:
                 self.remove(g)
         return stepped
+
+    def _sample(self, logits: dict) -> list[tuple[Group, torch.Tensor]]:
+        """Every group's next tokens. The groups that share a sampler setting are filtered in
+        ONE call (temperature, top-k, top-p and the softmax work row by row, so each row gets
+        the probabilities it gets alone); only the draw stays per group, from the group's own
+        generator, which keeps each request's text exactly its own."""
+        by_setting: dict[tuple, list[Group]] = {}
+        for g in self.groups:
+            by_setting.setdefault(g.setting, []).append(g)
+        new = {}
+        for (temperature, top_k, top_p), groups in by_setting.items():
+            batch = torch.cat([g.penalized(logits[g]) for g in groups])
+            sizes = [len(g) for g in groups]
+            if temperature == 0:
+                picks = batch.argmax(dim=-1, keepdim=True).split(sizes)
+            else:
+                probs = next_token_probs(batch, temperature, top_k, top_p).split(sizes)
+                picks = [draw(p, g.generator) for g, p in zip(groups, probs, strict=True)]
+            for g, nxt in zip(groups, picks, strict=True):
+                new[g] = g.advance(nxt)
+        return [(g, new[g]) for g in self.groups]
 
     def _decode(self, groups: list[Group]) -> torch.Tensor:
         """ONE decode step for the rows of `groups`, over slots 0..hi-1 (free slots and
@@ -172,7 +211,7 @@ class BatchEngine:
         """The group's window through the model alone, as `generate` does; its cache is
         copied into the group's slots. Returns the last position's logits (rows, V)."""
         cache = self.model.new_cache()
-        logits = self.model(group.out[:, group.start:], cache=cache)[0][:, -1, :]
+        logits = prefill(self.model, group.out[:, group.start:], cache)
         rows = torch.tensor(group.rows, device=self.device)
         for layer, c in enumerate(cache):
             self.keys[layer][rows] = c.k_buf

@@ -108,6 +108,25 @@ def test_each_group_in_a_batch_gets_its_tokens_alone(model):
         assert torch.equal(together[i], alone(model, spec)), f"request {i}"
 
 
+SHARED = dict(temperature=0.8, top_k=10, top_p=0.9)   # the service's usual settings: filtered together
+SAME_SETTING = [
+    dict(ids=[5, 6], n=2, steps=20, settings=dict(SHARED, seed=10)),
+    dict(ids=[9], n=1, steps=25, settings=dict(SHARED, seed=11, repetition_penalty=1.3)),
+    dict(ids=[5, 6], n=2, steps=20, settings=dict(SHARED, seed=12)),     # same prompt, another seed
+    dict(ids=[5, 6], n=2, steps=20, settings=dict(SHARED, seed=10)),     # ... and the same seed
+    dict(ids=[7, 8, 9], n=1, steps=15, settings=dict(temperature=0)),
+    dict(ids=[7, 8, 9], n=3, steps=15, settings=dict(temperature=0, repetition_penalty=1.5)),
+]
+
+
+def test_groups_sharing_a_setting_are_filtered_together_yet_draw_alone(model):
+    together = generate_together(model, [group(s) for s in SAME_SETTING])
+    for i, spec in enumerate(SAME_SETTING):
+        assert torch.equal(together[i], alone(model, spec)), f"request {i}"
+    assert torch.equal(together[0], together[3])          # one seed, one text
+    assert not torch.equal(together[0], together[2])      # each group draws from its own generator
+
+
 def test_requests_joining_mid_batch_and_waiting_for_slots_get_their_tokens_alone(model):
     groups = [group(s) for s in SPECS]
     together = generate_together(model, groups, max_rows=5, arrivals=[0, 0, 2, 5, 7])

@@ -79,6 +79,39 @@ def test_top_p_keeps_smallest_set_reaching_p(seed, p):
     assert torch.allclose(out[kept].double(), probs[kept] / probs[kept].sum(), atol=1e-6)
 
 
+@pytest.mark.parametrize("k, p", [(1, 0.9), (5, 0.5), (40, 0.9), (40, 0.99), (300, 0.95)])
+def test_top_k_then_top_p_sorts_only_k_yet_keeps_what_the_two_filters_keep(k, p):
+    g = torch.Generator().manual_seed(k)
+    logits = torch.randn(64, 500, generator=g) * 3   # (no ties: both break them as they like)
+    want = sampling.top_p_filter(sampling.top_k_filter(logits / 0.8, k), p)
+    got = sampling.filter_logits(logits, temperature=0.8, top_k=k, top_p=p)
+    assert torch.equal(got > float("-inf"), want > float("-inf"))
+    assert torch.equal(got, want)                                # the kept logits themselves too
+    probs = sampling.next_token_probs(logits, temperature=0.8, top_k=k, top_p=p)
+    assert torch.allclose(probs, want.softmax(-1), atol=0, rtol=1e-6)
+
+
+def test_draw_follows_the_probabilities_and_never_picks_a_zero():
+    probs = torch.tensor([[0.2, 0.0, 0.5, 0.0, 0.3]]).expand(40_000, 5)
+    picks = sampling.draw(probs, torch.Generator().manual_seed(0)).flatten()
+    freq = torch.bincount(picks, minlength=5).double() / len(picks)
+    assert freq[1] == 0 and freq[3] == 0                      # probability 0: never drawn
+    assert torch.allclose(freq, probs[0].double(), atol=0.01)  # 4 standard errors at 40,000 draws
+    last = torch.zeros(3, 6)
+    last[:, -1] = 1.0                                          # all the mass on the last token
+    assert sampling.draw(last).flatten().tolist() == [5, 5, 5]
+    sliver = torch.tensor([[0.3, 0.3, 0.3999999, 0.0]])       # sums to just under 1: no overrun
+    assert all(sampling.draw(sliver.expand(1000, 4)).flatten() < 3)
+
+
+def test_draw_gives_each_row_its_own_number_from_the_generator():
+    probs = torch.rand(4, 50).softmax(-1)
+    together = sampling.draw(probs, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    one_by_one = torch.cat([sampling.draw(probs[b:b + 1], g) for b in range(4)])
+    assert torch.equal(together, one_by_one)
+
+
 def test_top_p_always_keeps_the_most_likely_token():
     logits = torch.tensor([[5.0, 1.0, 0.0, -1.0]])
     kept = sampling.top_p_filter(logits, 1e-6) > float("-inf")
