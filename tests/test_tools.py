@@ -39,6 +39,17 @@ def test_times_each_notebook_and_writes_the_page(tmp_path):
     assert ok.read_text(encoding="utf-8").count('"outputs": []') == 1  # the notebook is untouched
 
 
+def test_keep_notebooks_keeps_what_ran_with_cell_times(tmp_path):
+    tool = _load()
+    ok = _notebook(tmp_path / "01_ok.ipynb", "01 · Fine", "print('ran here')")
+    kept = tmp_path / "kept"
+    assert tool.main(["--profile", "ci", "--out", str(tmp_path / "r.md"), "--keep-notebooks",
+                      str(kept), str(ok)]) == 0
+    cell = json.loads((kept / "01_ok.ipynb").read_text(encoding="utf-8"))["cells"][1]
+    assert "ran here" in "".join(cell["outputs"][0]["text"])    # a string or a list of lines
+    assert "shell.execute_reply" in cell["metadata"]["execution"]
+
+
 def test_a_missing_notebook_is_a_clear_error(tmp_path, capsys):
     tool = _load()
     with pytest.raises(SystemExit):

@@ -4,6 +4,7 @@
     python tools/time_chapters.py                    # profile cpu, empty cache, all chapters
     python tools/time_chapters.py --profile ci --out /tmp/runtimes.md
     python tools/time_chapters.py --retime book/runtimes.md nbs/05_training.ipynb   # one row again
+    python tools/time_chapters.py --keep-notebooks /tmp/executed   # and keep what ran
 
 Each notebook is executed by nbconvert into a temporary folder (the committed notebooks are
 not touched) with a fresh, empty COURSE_CACHE, so whatever a chapter needs from an earlier
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reason", default="", help="with --retime: why the rows were re-timed")
     parser.add_argument("--cache-from", metavar="DIR",
                         help="with --retime: start each chapter from a copy of this cache")
+    parser.add_argument("--keep-notebooks", metavar="DIR",
+                        help="also keep the executed notebooks in DIR (with each cell's start and end "
+                             "time in its metadata), e.g. to see which cells take the time")
     parser.add_argument("chapters", nargs="*", help="notebooks to run (default: every chapter)")
     args = parser.parse_args(argv)
     if args.cache_from and not (args.retime and Path(args.cache_from).is_dir()):
@@ -147,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"running {nb.name} (profile {args.profile}) ...", flush=True)
             seconds, status = run_chapter(nb, Path(tmp) / "out", env, args.timeout)
             print(f"  {seconds / 60:.1f} min, {status}", flush=True)
+            executed = Path(tmp) / "out" / nb.name
+            if args.keep_notebooks and executed.is_file():
+                Path(args.keep_notebooks).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(executed, Path(args.keep_notebooks) / nb.name)
             results.append((chapter_title(nb), seconds, status))
     notes = []
     if old:
