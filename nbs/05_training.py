@@ -390,7 +390,7 @@ lines_val = PaddedLines(sentences(val_docs), vocab, min_len=16, max_len=max_len)
 print(f"sentences of 16-{max_len} characters: {len(lines_train):,} for training, "
       f"{len(lines_val):,} held out")
 
-packed_steps = max(20, profile.max_steps // 10)
+packed_steps = max(20, profile.max_steps // 20)
 budget = packed_steps * profile.batch_size * profile.block_size  # every packed target is real
 padded_src = T.DatasetBatches(lines_train, profile.batch_size, seed=0)
 real_per_line = np.array([len(s) - 1 for s in lines_train.lines])

@@ -139,6 +139,34 @@ widgets.plot_token_bars(ax, {"T=1 (the model)": probs,
 plt.show()
 
 # %% [markdown]
+# How is one token *drawn* from $p$? With one uniform number $u \in [0, 1)$: walk through the
+# vocabulary adding up probabilities, and take the first token where the running sum exceeds
+# $u$. Token $i$ is picked when $u$ falls in its slice of $[0, 1)$, whose width is $p_i$, so
+# it is picked with probability $p_i$ (*inverse transform sampling*). `sampling.draw` does
+# this for every row at once with `cumsum` and `searchsorted`; a seeded `torch.Generator`
+# makes the draws repeatable. We check the frequencies over many draws:
+
+# %%
+def draw_one(p, u):
+    """The first token whose cumulative probability exceeds u (times the total, which
+    rounding leaves a hair away from 1)."""
+    cumulative = torch.cumsum(p, -1)
+    return int((cumulative > u * cumulative[-1]).nonzero()[0])
+
+
+p = softmax_with_temperature(logits, 1.0)
+g = torch.Generator().manual_seed(0)
+n_draws = 20_000
+ours = [draw_one(p, float(u)) for u in torch.rand(200, generator=g)]
+many = sampling.draw(p[None].expand(n_draws, -1), torch.Generator().manual_seed(0)).flatten()
+assert ours == many[:200].tolist()                       # the same rule, row by row
+top = p.argsort(descending=True)[:3]
+freq = torch.bincount(many, minlength=len(p)).float() / n_draws
+for i in top.tolist():
+    print(f"{vocab.decode([i])!r}: p = {float(p[i]):.3f}, drawn {float(freq[i]):.3f} of {n_draws:,} times")
+assert (freq[top] - p[top]).abs().max() < 0.02
+
+# %% [markdown]
 # ## 3. Top-k: keep the k most likely tokens
 #
 # Even at a sensible temperature, thousands of unlikely characters together hold real mass,
@@ -216,6 +244,13 @@ ax.set_title("The nucleus adapts: tiny where the model is sure, large where it i
 plt.show()
 
 # %% [markdown]
+# The filters compose in a fixed order in `sampling.filter_logits`: temperature, then top-k,
+# then top-p over what top-k kept. Sorting the whole vocabulary (4,690 characters) for top-p
+# is the slowest part of the sampler, so when top-k came first the library sorts only the
+# $k$ survivors, which `topk` returns already in order. The kept tokens are the same (the
+# tests compare both ways), except that two exactly equal logits at the edge of the nucleus
+# may be kept the other way round: neither sort promises an order for ties.
+#
 # ## 5. The course's four settings, side by side
 #
 # `sampling.generate(model, idx, max_new_tokens, temperature, top_k, top_p)` runs the loop:
@@ -590,7 +625,7 @@ def sample_text(next_probs, prompt, n, seed=0):
         for _ in range(n):
             ctx = torch.tensor([ids[-block_size:]], device=device)   # crop to the context
             p = next_probs(model(ctx)[0][0, -1].float().cpu())
-            ids.append(int(torch.multinomial(p, 1, generator=g)))
+            ids.append(int(sampling.draw(p[None], g)))
     return vocab.decode(ids, skip_special=True)
 
 

@@ -340,39 +340,56 @@ steps.round(3)
 # case for batching on a CPU, and even more on a GPU, which is mostly idle at one row.
 #
 # Not everything can be shared. A request that *samples* draws its next token from its own
-# filtered distribution with its own random generator (chapter 08's `sample_next`: sort the
-# vocabulary for top-p, one random draw per vocabulary entry in `torch.multinomial`). That
-# costs the same per request whether it is batched or not:
+# filtered distribution with its own random generator (chapter 08's `sample_next`: top-k and
+# top-p, a softmax, then `sampling.draw`: one uniform number per row, compared with the
+# cumulative probabilities). The filtering works row by row, so the rows of all requests with
+# the same settings can be filtered in one call and each row still gets exactly the
+# probabilities it gets alone; only the draw must stay per request, from that request's
+# generator, or its text would depend on who else was in the batch. Here is what choosing one
+# token costs for 16 requests, each alone and filtered together:
 
 # %%
-logits = torch.randn(1, len(vocab))
-generator = torch.Generator().manual_seed(0)
+logits16 = torch.randn(16, len(vocab))
+generators = [torch.Generator().manual_seed(i) for i in range(16)]
 
 
-def sample_ms(repeats: int = 200, **settings) -> float:
+def choose_ms(together: bool, repeats: int = 200, **settings) -> float:
+    """ms per request to choose one token for 16 one-row requests."""
     with measure.num_threads(1):
         t0 = time.perf_counter()
         for _ in range(repeats):
-            sampling.sample_next(logits, generator=generator, **settings)
-    return 1000 * (time.perf_counter() - t0) / repeats
+            if together:   # filter all 16 rows at once; draw per request
+                probs = sampling.next_token_probs(logits16, **settings)
+                for i, g in enumerate(generators):
+                    sampling.draw(probs[i:i + 1], g)
+            else:          # chapter 08's sample_next, request by request
+                for i, g in enumerate(generators):
+                    sampling.sample_next(logits16[i:i + 1], generator=g, **settings)
+    return 1000 * (time.perf_counter() - t0) / repeats / 16
 
 
-sampled_ms = sample_ms(temperature=0.8, top_k=40, top_p=0.9)
-greedy_ms = sample_ms(temperature=0)
+DEFAULT = dict(temperature=0.8, top_k=40, top_p=0.9)
+choose = {"sampled, each alone": choose_ms(False, **DEFAULT),
+          "sampled, filtered together": choose_ms(True, **DEFAULT),
+          "greedy (argmax)": choose_ms(False, temperature=0)}
 print(config.machine_line())
-print(f"choosing one token: {sampled_ms:.3f} ms sampled (temperature 0.8, top-k 40, top-p 0.9), "
-      f"{greedy_ms:.3f} ms greedy; a shared decode step costs {sixteen['ms per row']:.3f} ms per "
-      f"row at 16 rows, so a sampled choice adds {sampled_ms / sixteen['ms per row']:.0%} to a row's "
-      f"share, a greedy one {greedy_ms / sixteen['ms per row']:.0%}")
+for how, ms in choose.items():
+    print(f"{how:27s} {ms:.3f} ms per request = {ms / sixteen['ms per row']:4.0%} of a row's share "
+          f"of the decode step at 16 rows ({sixteen['ms per row']:.3f} ms)")
 if profile.name != "ci":  # the prose below
-    assert sampled_ms > 0.5 * sixteen["ms per row"] and greedy_ms < 0.2 * sixteen["ms per row"]
+    assert choose["sampled, filtered together"] < choose["sampled, each alone"]
+    assert choose["greedy (argmax)"] < choose["sampled, filtered together"]
 
 # %% [markdown]
-# In a batch of 16, choosing a sampled token costs as much as the row's whole share of the
-# forward pass, give or take (the line above), while a greedy choice (an `argmax`) is nearly
-# free. Batching will therefore
-# help greedy requests more than sampled ones; `bench/serve.py` (benchmarks appendix)
-# measures both.
+# Choosing a sampled token request by request costs a sizeable fraction of the row's share
+# of the forward pass in a batch of 16 (the first line above). Filtering together costs less
+# per request, and what remains is mostly the draws, one per request (the second line); a
+# greedy choice (an `argmax`) is cheaper still. So the engine filters the rows of all requests
+# that share their settings together. (Two changes in chapter 08's sampler made it several
+# times cheaper: top-p after top-k sorts only the $k$ kept logits instead of the whole
+# vocabulary, and `draw` takes one uniform number per row where `torch.multinomial` draws one
+# random number per vocabulary entry.) `bench/serve.py` (benchmarks appendix) measures
+# greedy and sampled requests.
 
 # %% [markdown]
 # ## 7. Dynamic batching, piece by piece
@@ -387,15 +404,16 @@ if profile.name != "ci":  # the prose below
 #   positions $0..p_b$ only (a mask of shape (rows, 1, 1, block_size)). Whatever an earlier
 #   request left beyond $p_b$ in that slot is masked out.
 # - **`Group`**: the rows of one request (its `samples`), kept in lockstep, decoded exactly as
-#   `sampling.generate` decodes them alone: one `torch.Generator` (seeded by `seed`) samples
-#   all its rows from their logits with `sample_next`; a row that stopped keeps being fed
+#   `sampling.generate` decodes them alone: one `torch.Generator` (seeded by `seed`) draws
+#   the tokens of all its rows; a row that stopped keeps being fed
 #   `<pad>` (and keeps drawing randomness) until every row has stopped; the repetition
 #   penalty looks at the group's own rows; when the window is full it slides by half a block,
 #   which needs a fresh prefill of that group's rows.
 # - **`BatchEngine`**: the slots and the groups in flight. Each `step()` prefills, with their
 #   own forward pass, the groups that are new or whose window slid; runs ONE shared
-#   `decode_step_rows` for all the others; lets each group pick its tokens; and frees the
-#   slots of the groups that finished, for the next request in the queue.
+#   `decode_step_rows` for all the others; filters the logits of all the groups that share
+#   sampler settings in one call and lets each group draw its tokens with its own generator;
+#   and frees the slots of the groups that finished, for the next request in the queue.
 #
 # First the shared step. Three rows at different positions take one step together; each must
 # get the logits that recomputing its whole window gives:
@@ -605,8 +623,8 @@ if profile.name != "ci":  # the prose below
 # about `c` divided by the throughput (Little's law, printed below). The **batched** server
 # turns the same clients into bigger batches: its throughput climbs with the number of
 # clients, more than doubling from one client to 16, and its latency grows far more slowly. Two things cap the gain, both measured in section 6:
-# each sampled request chooses its tokens with its own generator (that part is not shared),
-# and the shared step itself costs more as rows are added. The CPU line says how the two
+# each sampled request draws its tokens with its own generator (the filtering is shared, the
+# draws are not), and the shared step itself costs more as rows are added. The CPU line says how the two
 # cores were shared: each server process used about one core, all it can use with one torch
 # thread and one Python interpreter for its event loop and model thread, and the clients in
 # this notebook needed little of the other. Where the batched line stops climbing, that one
