@@ -85,14 +85,8 @@ class Group:
             logits = apply_repetition_penalty(logits, self.out, self.repetition_penalty)
         return logits
 
-    def sample(self, logits: torch.Tensor) -> torch.Tensor:
-        """Pick the next token of every row from its logits (rows, V) alone; returns them (rows,).
-        (The engine filters groups with one setting together, then calls `advance`.)"""
-        return self.advance(sample_next(self.penalized(logits), generator=self.generator,
-                                        **self.sampler))
-
     def advance(self, nxt: torch.Tensor) -> torch.Tensor:
-        """Append the picked tokens (rows, 1); returns them (rows,)."""
+        """Append the tokens the engine picked for the rows (rows, 1); returns them (rows,)."""
         nxt = nxt.masked_fill_(self.done[:, None], PAD)     # a stopped row gets <pad>
         self.out = torch.cat([self.out, nxt], dim=1)
         self.steps += 1
@@ -185,7 +179,7 @@ class BatchEngine:
             batch = torch.cat([g.penalized(logits[g]) for g in groups])
             sizes = [len(g) for g in groups]
             if temperature == 0:
-                picks = batch.argmax(dim=-1, keepdim=True).split(sizes)
+                picks = sample_next(batch, temperature=0).split(sizes)
             else:
                 probs = next_token_probs(batch, temperature, top_k, top_p).split(sizes)
                 picks = [draw(p, g.generator) for g, p in zip(groups, probs, strict=True)]

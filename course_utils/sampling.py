@@ -74,11 +74,16 @@ def top_p_filter(logits: torch.Tensor, p: float | None) -> torch.Tensor:
     if p is None or p >= 1:
         return logits
     sorted_logits, order = logits.sort(dim=-1, descending=True)
-    probs = sorted_logits.softmax(dim=-1)
-    mass_before = probs.cumsum(dim=-1) - probs
-    drop_sorted = mass_before >= p  # the mass already reached p before this token
+    drop_sorted = _beyond_nucleus(sorted_logits, p)
     drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
+
+
+def _beyond_nucleus(sorted_logits: torch.Tensor, p: float) -> torch.Tensor:
+    """For logits sorted in descending order: True where the mass already reached p before
+    this token (top-p drops it)."""
+    probs = sorted_logits.softmax(dim=-1)
+    return probs.cumsum(dim=-1) - probs >= p
 
 
 def apply_repetition_penalty(logits: torch.Tensor, previous: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -109,9 +114,8 @@ def _top_k_then_top_p(logits: torch.Tensor, k: int, p: float) -> torch.Tensor:
     found among those k (sorting all 4,690 logits for each token cost more than the rest of
     the sampler together)."""
     values, order = logits.topk(k, dim=-1)                  # the k largest, in descending order
-    probs = values.softmax(dim=-1)
-    drop = probs.cumsum(dim=-1) - probs >= p                # as top_p_filter decides it
-    return torch.full_like(logits, float("-inf")).scatter(-1, order, values.masked_fill(drop, float("-inf")))
+    kept = values.masked_fill(_beyond_nucleus(values, p), float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, kept)
 
 
 def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
