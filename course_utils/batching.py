@@ -21,6 +21,7 @@ from .sampling import (
     next_token_probs,
     prefill,
     sample_next,
+    uniforms,
 )
 from .vocab import PAD
 
@@ -39,7 +40,11 @@ decode_step_rows = decode_step
 class Group:
     """The rows of one request, decoded exactly as `sampling.generate` decodes them alone:
     same window rule, one generator for all of them, `<pad>` after a row stops, the
-    repetition penalty over the group's own rows, and done when every row has stopped."""
+    repetition penalty over the group's own rows, and done when every row has stopped.
+
+    The tokens are kept as Python lists: a group takes one token per row per step, and
+    appending an int costs far less than a tensor operation (the engine pays this bookkeeping
+    for every group in flight at every step). `out` builds the (rows, length) tensor when asked."""
 
     def __init__(self, ids: Sequence[int], num_samples: int, max_new_tokens: int, *,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
@@ -48,29 +53,44 @@ class Group:
         check_settings(temperature, top_k, top_p, repetition_penalty, max_new_tokens)
         if not len(ids):
             raise ValueError("the prompt is empty: give at least one token")
-        self.out = torch.tensor([list(ids)] * num_samples, dtype=torch.long, device=device)
+        self.tokens = [[int(t) for t in ids] for _ in range(num_samples)]   # rows, prompt first
+        self.device = torch.device(device)
         self.prompt_len, self.max_new_tokens = len(ids), max_new_tokens
         self.sampler = dict(temperature=temperature, top_k=top_k, top_p=top_p)
         self.repetition_penalty = repetition_penalty
         self.generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
-        self.stops = torch.tensor(sorted(set(stop_tokens or [])), dtype=torch.long, device=device)
-        self.done = torch.zeros(num_samples, dtype=torch.bool, device=device)
+        self.stops = frozenset(int(t) for t in stop_tokens or [])
+        self.stopped = [False] * num_samples
         self.start, self.cached_from, self.steps = 0, None, 0
         self.finished = False
         self.rows: list[int] = []          # the engine's cache slots this group occupies
 
     def __len__(self) -> int:
-        return self.out.size(0)
+        return len(self.tokens)
+
+    @property
+    def out(self) -> torch.Tensor:
+        """Every row so far, prompt included (rows, length), like `sampling.generate`'s result."""
+        return torch.tensor(self.tokens, dtype=torch.long, device=self.device)
+
+    @property
+    def done(self) -> torch.Tensor:
+        """Which rows have stopped (rows,)."""
+        return torch.tensor(self.stopped, dtype=torch.bool, device=self.device)
+
+    def window(self) -> list[list[int]]:
+        """The tokens the model sees now: each row from `start` on."""
+        return [row[self.start:] for row in self.tokens]
 
     def slide(self, block_size: int) -> bool:
         """Move the window for this step; True when the group must be prefilled (its first
         step, or the window slid by half a block)."""
-        self.start = _context_start(self.out.size(1), self.start, block_size)
+        self.start = _context_start(len(self.tokens[0]), self.start, block_size)
         return self.cached_from != self.start
 
     def position(self) -> int:
         """Where the last token goes in the window (the decode step's `pos`)."""
-        return self.out.size(1) - 1 - self.start
+        return len(self.tokens[0]) - 1 - self.start
 
     @property
     def setting(self) -> tuple:
@@ -85,15 +105,17 @@ class Group:
             logits = apply_repetition_penalty(logits, self.out, self.repetition_penalty)
         return logits
 
-    def advance(self, nxt: torch.Tensor) -> torch.Tensor:
-        """Append the tokens the engine picked for the rows (rows, 1); returns them (rows,)."""
-        nxt = nxt.masked_fill_(self.done[:, None], PAD)     # a stopped row gets <pad>
-        self.out = torch.cat([self.out, nxt], dim=1)
+    def advance(self, picked: list[int]) -> list[int]:
+        """Append the tokens the engine picked for the rows; returns what each row got
+        (`<pad>` for a row that had already stopped)."""
+        got = [PAD if stopped else t for t, stopped in zip(picked, self.stopped, strict=True)]
+        for row, t in zip(self.tokens, got, strict=True):
+            row.append(t)
         self.steps += 1
-        if self.stops.numel():
-            self.done |= torch.isin(nxt[:, 0], self.stops)
-        self.finished = self.steps >= self.max_new_tokens or bool(self.done.all())
-        return nxt[:, 0]
+        if self.stops:
+            self.stopped = [s or t in self.stops for s, t in zip(self.stopped, got, strict=True)]
+        self.finished = self.steps >= self.max_new_tokens or all(self.stopped)
+        return got
 
     def new_tokens(self) -> torch.Tensor:
         """What was generated so far (rows, steps), prompt excluded."""
@@ -107,8 +129,8 @@ class BatchEngine:
     """Groups in flight over one preallocated KV cache of `max_rows` slots.
 
     `add` puts a group in free slots (lowest first); `step` gives every row of every group
-    its next token: groups whose window is new or slid are prefilled alone (their own
-    forward pass), all the others share ONE `decode_step_rows`; finished groups leave and
+    its next token: groups whose window is new or slid are prefilled together (ONE forward
+    pass over their right-padded windows), all the others share ONE `decode_step_rows`; finished groups leave and
     their slots are reused. `max_groups` caps the requests decoded at once (1: one after
     the other, the unbatched service)."""
 
@@ -158,8 +180,8 @@ class BatchEngine:
         if steady:
             batch = self._decode(steady)
             logits = dict(zip(steady, batch.split([len(g) for g in steady]), strict=True))
-        for g in prefill:   # after the shared step, which fed these slots a dummy token
-            logits[g] = self._prefill(g)
+        if prefill:   # after the shared step, which fed these slots a dummy token
+            logits.update(self._prefill(prefill))
         stepped = self._sample(logits)
         for g, _ in stepped:
             if g.finished:
@@ -167,25 +189,27 @@ class BatchEngine:
         return stepped
 
     def _sample(self, logits: dict) -> list[tuple[Group, torch.Tensor]]:
-        """Every group's next tokens. The groups that share a sampler setting are filtered in
-        ONE call (temperature, top-k, top-p and the softmax work row by row, so each row gets
-        the probabilities it gets alone); only the draw stays per group, from the group's own
-        generator, which keeps each request's text exactly its own."""
+        """Every group's next tokens. The groups that share a sampler setting are filtered and
+        drawn in ONE call (temperature, top-k, top-p, the softmax and the inverse-transform
+        search work row by row, so each row gets the probabilities it gets alone); only the
+        uniform numbers come per group, from the group's own generator, which keeps each
+        request's text exactly its own."""
         by_setting: dict[tuple, list[Group]] = {}
         for g in self.groups:
             by_setting.setdefault(g.setting, []).append(g)
         new = {}
         for (temperature, top_k, top_p), groups in by_setting.items():
             batch = torch.cat([g.penalized(logits[g]) for g in groups])
-            sizes = [len(g) for g in groups]
             if temperature == 0:
-                picks = sample_next(batch, temperature=0).split(sizes)
-            else:
-                probs = next_token_probs(batch, temperature, top_k, top_p).split(sizes)
-                picks = [draw(p, g.generator) for g, p in zip(groups, probs, strict=True)]
-            for g, nxt in zip(groups, picks, strict=True):
-                new[g] = g.advance(nxt)
-        return [(g, new[g]) for g in self.groups]
+                picks = sample_next(batch, temperature=0)
+            else:   # each group's uniform numbers from its own generator, one draw for all
+                u = torch.cat([uniforms(len(g), g.generator, self.device) for g in groups])
+                picks = draw(next_token_probs(batch, temperature, top_k, top_p), u=u)
+            picks, r = picks.view(-1).tolist(), 0
+            for g in groups:
+                new[g] = g.advance(picks[r:r + len(g)])
+                r += len(g)
+        return [(g, torch.tensor(new[g], dtype=torch.long)) for g in self.groups]
 
     def _decode(self, groups: list[Group]) -> torch.Tensor:
         """ONE decode step for the rows of `groups`, over slots 0..hi-1 (free slots and
@@ -195,23 +219,29 @@ class BatchEngine:
         hi = 1 + int(rows.max())
         token = torch.full((hi, 1), PAD, dtype=torch.long, device=self.device)
         pos = torch.zeros(hi, dtype=torch.long, device=self.device)
-        token[rows, 0] = torch.cat([g.out[:, -1] for g in groups])
+        token[rows, 0] = torch.tensor([row[-1] for g in groups for row in g.tokens], device=self.device)
         pos[rows] = torch.tensor([g.position() for g in groups for _ in g.rows], device=self.device)
         logits = decode_step_rows(self.model, token, pos, [k[:hi] for k in self.keys],
                                   [v[:hi] for v in self.values])
         return logits[rows]
 
-    def _prefill(self, group: Group) -> torch.Tensor:
-        """The group's window through the model alone, as `generate` does; its cache is
-        copied into the group's slots. Returns the last position's logits (rows, V)."""
+    def _prefill(self, groups: list[Group]) -> dict[Group, torch.Tensor]:
+        """The windows of `groups` through the model in ONE forward pass, right-padded with
+        `<pad>` to the longest (each row's logits at its own last position, as
+        `sampling.prefill` explains); the cache rows are copied into the groups' slots.
+        Returns each group's last-position logits (rows, V)."""
+        windows = [row for g in groups for row in g.window()]
+        lengths = [len(w) for w in windows]
+        ids = torch.tensor([w + [PAD] * (max(lengths) - len(w)) for w in windows], device=self.device)
         cache = self.model.new_cache()
-        logits = prefill(self.model, group.out[:, group.start:], cache)
-        rows = torch.tensor(group.rows, device=self.device)
+        logits = prefill(self.model, ids, cache, torch.tensor(lengths, device=self.device))
+        rows = torch.tensor([r for g in groups for r in g.rows], device=self.device)
         for layer, c in enumerate(cache):
             self.keys[layer][rows] = c.k_buf
             self.values[layer][rows] = c.v_buf
-        group.cached_from = group.start
-        return logits
+        for g in groups:
+            g.cached_from = g.start
+        return dict(zip(groups, logits.split([len(g) for g in groups]), strict=True))
 
 
 def generate_together(model, groups: Sequence[Group], max_rows: int = 64,

@@ -124,16 +124,26 @@ def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int 
     return filter_logits(logits, temperature, top_k, top_p).float().softmax(dim=-1)
 
 
-def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def uniforms(n: int, generator: torch.Generator | None = None, device="cpu",
+             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The n uniform numbers in [0, 1) (n, 1) that `draw` turns into n tokens (`next_token_probs`
+    gives float32 probabilities, hence the default dtype)."""
+    return torch.rand(n, 1, generator=generator, device=device, dtype=dtype)
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None, *,
+         u: torch.Tensor | None = None) -> torch.Tensor:
     """One token per row of `probs` (B, V) -> (B, 1), by inverse transform sampling: one
     uniform number u per row, and the first token whose cumulative probability exceeds u
     (scaled by the row's total, so rounding cannot run past the last token). A token of
     probability 0 is never drawn. The site's `gpt.js` draws the same way. (`torch.multinomial`
     would draw one exponential number per vocabulary entry, 4,690 per token, which cost more
-    than the rest of the sampler.)"""
+    than the rest of the sampler.) `u` (B, 1): uniform numbers drawn already (chapter 12's
+    engine draws them per request, from each request's own generator)."""
     cdf = probs.cumsum(dim=-1)
-    u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device, dtype=cdf.dtype)
-    return torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
+    if u is None:
+        u = uniforms(probs.size(0), generator, probs.device, cdf.dtype)
+    return torch.searchsorted(cdf, u.to(cdf.dtype) * cdf[:, -1:], right=True)
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -200,11 +210,20 @@ def decode_step(model, token: torch.Tensor, pos: torch.Tensor, keys: list, value
     return model.lm_head(model.ln_f(x))[:, -1]
 
 
-def prefill(model, window: torch.Tensor, cache: list) -> torch.Tensor:
+def prefill(model, window: torch.Tensor, cache: list,
+            lengths: torch.Tensor | None = None) -> torch.Tensor:
     """The window (B, T) through the model into an empty `cache`; returns the logits of its last
     position only (B, V): the language-model head at every position would cost T times as
-    much, for logits nobody reads."""
-    return model.lm_head(model.hidden_states(window, cache=cache)[:, -1])
+    much, for logits nobody reads.
+
+    lengths: optional (B,) real lengths of right-padded rows; each row's logits are then
+    taken at its own last real position. Causal attention keeps the padding after a row's
+    end out of everything before it, and a later decode step overwrites those cache slots
+    before it ever attends to them."""
+    h = model.hidden_states(window, cache=cache)
+    if lengths is None:
+        return model.lm_head(h[:, -1])
+    return model.lm_head(h[torch.arange(h.size(0), device=h.device), lengths - 1])
 
 
 _EAGER_ONLY: set[int] = set()   # ids of models whose step could not be compiled: said once

@@ -344,9 +344,10 @@ steps.round(3)
 # top-p, a softmax, then `sampling.draw`: one uniform number per row, compared with the
 # cumulative probabilities). The filtering works row by row, so the rows of all requests with
 # the same settings can be filtered in one call and each row still gets exactly the
-# probabilities it gets alone; only the draw must stay per request, from that request's
-# generator, or its text would depend on who else was in the batch. Here is what choosing one
-# token costs for 16 requests, each alone and filtered together:
+# probabilities it gets alone. Only the uniform numbers must come from each request's own
+# generator, or its text would depend on who else was in the batch; the cumulative sums and
+# the search then run for all rows at once (`draw(probs, u=...)`). Here is what choosing one
+# token costs for 16 requests, each alone and together:
 
 # %%
 logits16 = torch.randn(16, len(vocab))
@@ -358,10 +359,10 @@ def choose_ms(together: bool, repeats: int = 200, **settings) -> float:
     with measure.num_threads(1):
         t0 = time.perf_counter()
         for _ in range(repeats):
-            if together:   # filter all 16 rows at once; draw per request
+            if together:   # filter and draw all 16 rows at once; uniforms per request
                 probs = sampling.next_token_probs(logits16, **settings)
-                for i, g in enumerate(generators):
-                    sampling.draw(probs[i:i + 1], g)
+                u = torch.cat([sampling.uniforms(1, g) for g in generators])
+                sampling.draw(probs, u=u)
             else:          # chapter 08's sample_next, request by request
                 for i, g in enumerate(generators):
                     sampling.sample_next(logits16[i:i + 1], generator=g, **settings)
@@ -370,25 +371,24 @@ def choose_ms(together: bool, repeats: int = 200, **settings) -> float:
 
 DEFAULT = dict(temperature=0.8, top_k=40, top_p=0.9)
 choose = {"sampled, each alone": choose_ms(False, **DEFAULT),
-          "sampled, filtered together": choose_ms(True, **DEFAULT),
+          "sampled, together": choose_ms(True, **DEFAULT),
           "greedy (argmax)": choose_ms(False, temperature=0)}
 print(config.machine_line())
 for how, ms in choose.items():
     print(f"{how:27s} {ms:.3f} ms per request = {ms / sixteen['ms per row']:4.0%} of a row's share "
           f"of the decode step at 16 rows ({sixteen['ms per row']:.3f} ms)")
 if profile.name != "ci":  # the prose below
-    assert choose["sampled, filtered together"] < choose["sampled, each alone"]
-    assert choose["greedy (argmax)"] < choose["sampled, filtered together"]
+    assert choose["sampled, together"] < choose["sampled, each alone"]
+    assert choose["greedy (argmax)"] < choose["sampled, together"]
 
 # %% [markdown]
 # Choosing a sampled token request by request costs a sizeable fraction of the row's share
-# of the forward pass in a batch of 16 (the first line above). Filtering together costs less
-# per request, and what remains is mostly the draws, one per request (the second line); a
-# greedy choice (an `argmax`) is cheaper still. So the engine filters the rows of all requests
-# that share their settings together. (Two changes in chapter 08's sampler made it several
-# times cheaper: top-p after top-k sorts only the $k$ kept logits instead of the whole
-# vocabulary, and `draw` takes one uniform number per row where `torch.multinomial` draws one
-# random number per vocabulary entry.) `bench/serve.py` (benchmarks appendix) measures
+# of the forward pass in a batch of 16 (the first line above). Together it costs less per
+# request (the second line); a greedy choice (an `argmax`) is cheaper still. So the engine
+# filters and draws the rows of all requests that share their settings together. (Two
+# changes in chapter 08's sampler made it several times cheaper: top-p after top-k sorts only
+# the $k$ kept logits instead of the whole vocabulary, and `draw` takes one uniform number
+# per row where `torch.multinomial` draws one random number per vocabulary entry.) `bench/serve.py` (benchmarks appendix) measures
 # greedy and sampled requests.
 
 # %% [markdown]
@@ -409,11 +409,14 @@ if profile.name != "ci":  # the prose below
 #   `<pad>` (and keeps drawing randomness) until every row has stopped; the repetition
 #   penalty looks at the group's own rows; when the window is full it slides by half a block,
 #   which needs a fresh prefill of that group's rows.
-# - **`BatchEngine`**: the slots and the groups in flight. Each `step()` prefills, with their
-#   own forward pass, the groups that are new or whose window slid; runs ONE shared
-#   `decode_step_rows` for all the others; filters the logits of all the groups that share
-#   sampler settings in one call and lets each group draw its tokens with its own generator;
-#   and frees the slots of the groups that finished, for the next request in the queue.
+# - **`BatchEngine`**: the slots and the groups in flight. Each `step()` prefills the groups
+#   that are new or whose window slid, together in ONE forward pass over their windows
+#   right-padded to the longest (causal attention keeps the padding out of every real
+#   position; each row's logits are read at its own last token); runs ONE shared
+#   `decode_step_rows` for all the others; filters and draws the tokens of all the groups
+#   that share sampler settings in one call, each group's uniform numbers coming from its
+#   own generator; and frees the slots of the groups that finished, for the next request
+#   in the queue.
 #
 # First the shared step. Three rows at different positions take one step together; each must
 # get the logits that recomputing its whole window gives:
@@ -622,9 +625,10 @@ if profile.name != "ci":  # the prose below
 # `c` clients always waiting, a request waits for the `c - 1` ahead of it, so its latency is
 # about `c` divided by the throughput (Little's law, printed below). The **batched** server
 # turns the same clients into bigger batches: its throughput climbs with the number of
-# clients, more than doubling from one client to 16, and its latency grows far more slowly. Two things cap the gain, both measured in section 6:
-# each sampled request draws its tokens with its own generator (the filtering is shared, the
-# draws are not), and the shared step itself costs more as rows are added. The CPU line says how the two
+# clients, more than doubling from one client to 16, and its latency grows far more slowly.
+# What caps the gain was measured in section 6: the shared step itself costs more as rows
+# are added, and choosing a sampled token still costs a share of it per request (each
+# request's uniform numbers come from its own generator). The CPU line says how the two
 # cores were shared: each server process used about one core, all it can use with one torch
 # thread and one Python interpreter for its event loop and model thread, and the clients in
 # this notebook needed little of the other. Where the batched line stops climbing, that one

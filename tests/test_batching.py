@@ -82,6 +82,24 @@ def test_stale_positions_beyond_a_row_are_masked_out(model):
 # ---------------------------------------------------------------------------- Group and engine
 
 
+def test_right_padded_prefill_gives_each_row_its_logits_and_cache_alone(model):
+    """The engine prefills new groups together: windows of different lengths right-padded with
+    <pad>; each row's logits at its own last position, its cache as its window alone writes it."""
+    windows = [[5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8], [9]]
+    ids = torch.full((3, 8), PAD, dtype=torch.long)
+    for i, w in enumerate(windows):
+        ids[i, :len(w)] = torch.tensor(w)
+    cache = model.new_cache()
+    logits = sampling.prefill(model, ids, cache, torch.tensor([len(w) for w in windows]))
+    keys, values = prefilled(model, windows)
+    for i, w in enumerate(windows):
+        alone_logits = sampling.prefill(model, torch.tensor([w]), model.new_cache())
+        torch.testing.assert_close(logits[i], alone_logits[0])
+        for layer, c in enumerate(cache):   # the real positions; the padded ones get overwritten
+            torch.testing.assert_close(c.k_buf[i, :, :len(w)], keys[layer][i, :, :len(w)])
+            torch.testing.assert_close(c.v_buf[i, :, :len(w)], values[layer][i, :, :len(w)])
+
+
 def alone(model, spec: dict) -> torch.Tensor:
     ids, n, steps, settings = spec["ids"], spec["n"], spec["steps"], spec["settings"]
     return sampling.generate(model, torch.tensor([ids] * n), steps, **settings)
