@@ -1,6 +1,7 @@
 """Generation speed of the pretrained GPT: the KV cache against recomputation, and int8 (PyTorch's
-dynamic int8, and the book's weight-only int8 with and without PyTorch's int8 kernel) against
-fp32, with what each costs in validation loss and size on disk.
+dynamic int8, the same only for the layers where it beat fp32 alone, and the book's weight-only
+int8 with and without PyTorch's int8 kernel) against fp32, with what each costs in validation
+loss and size on disk.
 
 Both comparisons run in one process on the same prompt; timed blocks are interleaved
 (the order alternates every repeat) so a slow patch of the machine hits both sides, one
@@ -59,6 +60,11 @@ def bench(profile, new_tokens: int, repeats: int) -> dict:
               "int8 weight-only (from scratch)": quantize.quantize_model(model)}
     if quantize.INT8_MM:
         models["int8 weight-only, PyTorch's int8 kernel"] = quantize.quantize_model(model, kernel=True)
+    # ... and dynamic int8 only for the layers where int8 beat fp32 alone, at one row per call
+    wins = [name for t in quantize.linear_timings(model, rows=1) if t["int8_us"] < t["fp32_us"]
+            for name in t["names"]]
+    if wins:
+        models["int8 dynamic, only where it won (torch.ao)"] = quantize.dynamic_int8(model, only=wins)
     q = time_interleaved({name: run(m, True) for name, m in models.items()}, repeats)
     # ... and whole windows at once (evaluation, or a long prompt's prefill): many tokens per call
     batch = val.get(0)[0]
@@ -76,7 +82,7 @@ def bench(profile, new_tokens: int, repeats: int) -> dict:
             "compile_s": compile_s, "compiler": compiler_available(), "quant": q, "forward": fwd,
             "batch_tokens": batch.numel(), "batch_shape": tuple(batch.shape), "quality": quality,
             "parameters": model.num_parameters(), "block_size": model.config.block_size,
-            "vocab": len(vocab)}
+            "vocab": len(vocab), "wins": wins}
 
 
 def tokens_per_s(seconds: list[float], new_tokens: int) -> float:
@@ -133,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         d_loss = r["quality"][name]["val_loss"] - r["quality"]["fp32"]["val_loss"]
         print(f"ratio {name} / fp32: generation (batch 1, one token per call) {gen:.2f}x, "
               f"forward over whole windows {fwd:.2f}x; val loss change {d_loss:+.4f} nats/token")
-    print("\n(weight-only int8 from scratch converts the int8 codes to float at every call; the "
+    print(f"\n(layers where dynamic int8 beat fp32 alone at one row, so quantized in the 'only where it "
+          f"won' row: {', '.join(r['wins']) or 'none, so that row is absent'}; "
+          "weight-only int8 from scratch converts the int8 codes to float at every call; the "
           "int8-kernel row multiplies with torch._weight_int8pack_mm"
           + ("" if quantize.INT8_MM else ", missing in this PyTorch, so that row is absent") + ")")
     return 0

@@ -405,6 +405,25 @@ print(f"least time in the products: {per_token.iloc[:, 0].idxmin()}; "
 # timings below read easily. They are noisy (the machine
 # line says how busy it was), so the verdicts that follow are printed from the measurements.
 #
+# One more idea follows from the table: int8 need not be all or nothing. The int8 kernel pays
+# only where a product reads many weights for one token, and the model's matrices differ a lot
+# in size: the head maps 128 numbers to a whole vocabulary, each block matrix to at most 512.
+# `quantize.linear_timings` times every distinct `nn.Linear` shape alone, fp32 against
+# PyTorch's dynamic int8, at one row per call; `dynamic_int8(model, only=[...])` then
+# quantizes just the layers where int8 was faster.
+
+# %%
+timings = pd.DataFrame(quantize.linear_timings(model, rows=1))
+timings["int8 faster"] = timings.int8_us < timings.fp32_us
+timings["layers"] = [f"{len(n)}: {n[0]}{', ...' if len(n) > 1 else ''}" for n in timings.names]
+wins = [name for names, faster in zip(timings.names, timings["int8 faster"], strict=True) if faster
+        for name in names]
+print(config.machine_line())
+print(timings[["shape", "layers", "fp32_us", "int8_us", "int8 faster"]].round(1).to_string(index=False))
+print(f"quantized where int8 won: {wins or 'nowhere'}")
+selective = quantize.dynamic_int8(model, only=wins) if wins else None
+
+# %% [markdown]
 # ## 8. Size, speed and loss, measured in one run
 #
 # For each version of the model: the size of its `state_dict` saved to a file; the time per
@@ -424,6 +443,8 @@ candidates = {
     "int8 per channel, int8 kernel": variants["int8 per channel, int8 kernel"],
     "int8 dynamic (torch.ao)": quantize.dynamic_int8(model),
 }
+if selective is not None:
+    candidates["int8 dynamic, only where it won"] = selective
 table = quantize.compare(candidates, val_source=val_source, eval_iters=profile.eval_iters,
                          prompt=prompt, new_tokens=64, batch=x_val, rounds=5, threads=1,
                          progress=True)
@@ -469,6 +490,13 @@ def verdict(ratio):
 for name, row in speed.iterrows():
     print(f"{name}: {verdict(row.iloc[0])} fp32 per generated token, {verdict(row.iloc[1])} fp32 "
           f"for a batch forward")
+if selective is not None:   # what the layer timings predict for it, against what it measured
+    saved_ms = sum(len(n) * (f - i) for n, f, i, w in timings[["names", "fp32_us", "int8_us", "int8 faster"]]
+                   .itertuples(index=False) if w) / 1000
+    fp32_ms = table.loc["fp32", "ms_per_token"]
+    print(f"only where it won: the layer timings save {saved_ms:.3f} ms of fp32's {fp32_ms:.3f} ms per "
+          f"token, about x{fp32_ms / (fp32_ms - saved_ms):.2f} expected; measured "
+          f"x{speed.loc['int8 dynamic, only where it won'].iloc[0]:.2f}")
 kernel_gain = speed.loc["int8 per channel, int8 kernel"] / speed.loc["int8 per channel (ours)"]
 print(f"the int8 kernel against the float copy of the same layers: x{kernel_gain.iloc[0]:.2f} per "
       f"generated token, x{kernel_gain.iloc[1]:.2f} for a batch forward")
@@ -481,6 +509,8 @@ if profile.name != "ci":  # the next list: sizes and losses (not timings: those 
     assert abs(table.loc["int8 per channel (ours)", "val_loss"]
                - table.loc["int8 per channel, int8 kernel", "val_loss"]) < 1e-4
     assert loss_gap["bf16 weights"] < 1e-3
+    if "int8 dynamic, only where it won" in table.index:
+        assert loss_gap["int8 dynamic, only where it won"] <= 0.01
 
 # %% [markdown]
 # How to read it.
@@ -502,6 +532,15 @@ if profile.name != "ci":  # the next list: sizes and losses (not timings: those 
 #   can cost as much as the int8 product saves. The verdicts above say which way each went
 #   on this machine: int8 is not automatically faster, and the same int8 weights can be
 #   faster or slower depending on the kernel that multiplies them.
+# - **Only where it won.** Quantizing just the layers where int8 beat fp32 alone keeps the
+#   others in fp32, so the loss moves little (within 0.01 nats of fp32: the assert above
+#   checks it). Everything else in a token is unchanged, so it can gain about what those
+#   layers saved in the timing table: the line under the verdicts turns that saving into an
+#   expected speed-up and prints the measured one beside it. Where the two differ, that is
+#   the noise of timing whole generations on this machine, a useful yardstick for every
+#   ratio in the table. When the head is among them, the
+#   model keeps its fp32 embedding beside an int8 copy of the tied head, so it is no smaller
+#   than fp32 (the size column): this version trades nothing for memory, only for speed.
 # - **bf16** halves the size at no visible cost in loss. Its speed depends on the CPU: x86
 #   CPUs with bf16 instructions (`avx512_bf16`, `amx_bf16`: ✓ or ✗ in the machine line above)
 #   multiply bf16 natively and can beat fp32, while others convert bf16 to fp32 and back and
@@ -657,7 +696,9 @@ _ = ch09.check_quantize_per_channel(quantize_per_channel)
 #   PyTorch's `quantize_dynamic` adds int8 kernels (and activation quantization) but keeps the
 #   fp32 embedding beside the int8 head.
 # - `measure.op_table` (torch.profiler) shows where the time of a call goes, operator by
-#   operator: look before you optimise.
+#   operator: look before you optimise. `quantize.linear_timings` does the same layer by layer,
+#   and `dynamic_int8(model, only=[...])` quantizes only the layers where int8 won (the list
+#   printed in section 7); it can gain about what those layers saved, no more.
 # - The table above is the chapter's result: size on disk, time per token and validation
 #   loss, measured side by side; `bench/generation.py` repeats the comparison for the
 #   [benchmarks appendix](../book/benchmarks.md).

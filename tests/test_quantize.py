@@ -165,6 +165,28 @@ def test_dynamic_quantization_runs(gpt):
     assert quantize.state_dict_bytes(qmodel) < quantize.state_dict_bytes(gpt)
 
 
+def test_dynamic_quantization_of_chosen_layers_only(gpt):
+    dynamic_linear = torch.ao.nn.quantized.dynamic.Linear
+    qmodel = quantize.dynamic_int8(gpt, only=["lm_head", "blocks.0.mlp.fc"])
+    quantized = {name for name, m in qmodel.named_modules() if isinstance(m, dynamic_linear)}
+    assert quantized == {"lm_head", "blocks.0.mlp.fc"}
+    assert type(qmodel.blocks[0].attn.qkv) is nn.Linear and type(gpt.lm_head) is nn.Linear  # a copy
+    x = torch.randint(0, 60, (2, 16))
+    assert quantize.logits_agreement(gpt, qmodel, x)["top1_agree"] > 0.8
+    for bad in (["lm_head", "blocks.9.mlp.fc"], ["tok_emb"], []):
+        with pytest.raises(ValueError, match="no nn.Linear named"):
+            quantize.dynamic_int8(gpt, only=bad)
+
+
+def test_linear_timings_cover_every_shape_once(gpt):
+    rows = quantize.linear_timings(gpt, rows=1, repeats=2, rounds=1)
+    names = [n for r in rows for n in r["names"]]
+    linears = [n for n, m in gpt.named_modules() if isinstance(m, nn.Linear)]
+    assert sorted(names) == sorted(linears)
+    assert len({r["shape"] for r in rows}) == len(rows)
+    assert all(r["fp32_us"] > 0 and r["int8_us"] > 0 for r in rows)
+
+
 def test_measure_reports_size_speed_and_loss(gpt):
     from course_utils.train import WindowBatches
 
