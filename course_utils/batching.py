@@ -130,8 +130,8 @@ class BatchEngine:
 
     `add` puts a group in free slots (lowest first); `step` gives every row of every group
     its next token: groups whose window is new or slid are prefilled together (ONE forward
-    pass over their right-padded windows), all the others share ONE `decode_step_rows`; finished groups leave and
-    their slots are reused. `max_groups` caps the requests decoded at once (1: one after
+    pass over their right-padded windows), all the others share ONE `decode_step_rows`;
+    finished groups leave and their slots are reused. `max_groups` caps the requests decoded at once (1: one after
     the other, the unbatched service)."""
 
     def __init__(self, model, max_rows: int = 64, max_groups: int | None = None):
@@ -209,7 +209,7 @@ class BatchEngine:
             for g in groups:
                 new[g] = g.advance(picks[r:r + len(g)])
                 r += len(g)
-        return [(g, torch.tensor(new[g], dtype=torch.long)) for g in self.groups]
+        return [(g, torch.tensor(new[g], dtype=torch.long, device=self.device)) for g in self.groups]
 
     def _decode(self, groups: list[Group]) -> torch.Tensor:
         """ONE decode step for the rows of `groups`, over slots 0..hi-1 (free slots and
