@@ -1,6 +1,7 @@
 """The training step of the `cpu` profile: the plain fp32 eager step against what might make it
-faster on a CPU: fused AdamW, `torch.compile`, and bf16 autocast (only where the CPU has native
-bf16 instructions; elsewhere it is listed as skipped, with the reason).
+faster on a CPU: fused AdamW, `torch.compile`, the head and loss fused chunk by chunk
+(`model.linear_cross_entropy`, `TrainConfig(fused_loss=True)`), and bf16 autocast (only where
+the CPU has native bf16 instructions; elsewhere it is listed as skipped, with the reason).
 
 Every variant starts from the same weights and trains on the same batches for the same steps,
 so the loss curves must agree within float noise; the steps run in interleaved blocks (each
@@ -35,15 +36,16 @@ DEFAULT_REPEATS = {"ci": 1, "cpu": 1, "gpu": 1}   # the blocks are the repeats h
 
 
 class Variant:
-    def __init__(self, name, model, fused: bool, compile: bool, precision: str):
+    def __init__(self, name, model, fused: bool, compile: bool, precision: str, fused_loss: bool = False):
         self.name, self.model, self.precision = name, model, precision
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, fused=fused)
         self.runner = torch.compile(model) if compile else model
+        self.loss_kwargs = {"fused_loss": True} if fused_loss else {}
         self.losses, self.block_s, self.first_s = [], [], None
 
     def step(self, x, y) -> None:
         with amp.autocast("cpu", self.precision):
-            _, loss = self.runner(x, y)
+            _, loss = self.runner(x, y, **self.loss_kwargs)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
@@ -57,15 +59,17 @@ def bench(profile, steps: int, block: int) -> tuple[list[Variant], dict]:
     config.seed_everything(0)
     base = GPT(GPTConfig(vocab_size=vocab_size, **dict(profile.model_kwargs(), dropout=0.0)))
     native_bf16 = any(v for k, v in config.cpu_flags().items() if k in ("avx512_bf16", "amx_bf16"))
-    specs = [("fp32 eager (the book's loop)", False, False, "fp32"),
-             ("+ fused AdamW", True, False, "fp32"),
-             ("+ fused AdamW + torch.compile", True, True, "fp32")]
+    specs = [("fp32 eager (the book's loop)", False, False, "fp32", False),
+             ("+ fused AdamW", True, False, "fp32", False),
+             ("+ fused AdamW + torch.compile", True, True, "fp32", False),
+             ("+ fused AdamW + fused head and loss", True, False, "fp32", True),
+             ("+ fused AdamW + fused head and loss + torch.compile", True, True, "fp32", True)]
     skipped = {}
     if native_bf16:
-        specs.append(("+ fused AdamW + bf16 autocast", True, False, "bf16"))
+        specs.append(("+ fused AdamW + bf16 autocast", True, False, "bf16", False))
     else:
         skipped["bf16 autocast"] = "this CPU has no native bf16 instructions (avx512_bf16 / amx_bf16)"
-    variants = [Variant(name, copy.deepcopy(base), fused, comp, prec) for name, fused, comp, prec in specs]
+    variants = [Variant(name, copy.deepcopy(base), *flags) for name, *flags in specs]
     x0, y0 = source.get(0)
     for v in variants:                                   # step 0: warm-up, and compilation
         t0 = time.perf_counter()
@@ -87,8 +91,9 @@ def bench(profile, steps: int, block: int) -> tuple[list[Variant], dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("python bench/train_step.py",
-                         "The cpu training step: plain fp32 eager against fused AdamW, torch.compile "
-                         "and (with native bf16) bf16 autocast, same weights and batches, side by side.",
+                         "The cpu training step: plain fp32 eager against fused AdamW, torch.compile, "
+                         "the fused head and loss and (with native bf16) bf16 autocast, same weights "
+                         "and batches, side by side.",
                          threads=0)
     parser.add_argument("--steps", type=int, default=200, help="training steps per variant")
     parser.add_argument("--block", type=int, default=20, help="steps per interleaved timing block")

@@ -71,6 +71,54 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Cross-entropy of `h @ weight.T` whose gradients are computed in the forward pass, a chunk
+    of rows at a time; see `linear_cross_entropy`."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, ignore_index: int, chunk: int):
+        valid = targets != ignore_index
+        n_valid = valid.sum().clamp(min=1).to(h.dtype)
+        safe = targets.masked_fill(~valid, 0)
+        total = h.new_zeros(())
+        grad_h, grad_w = torch.empty_like(h), torch.zeros_like(weight)
+        for s in range(0, h.size(0), chunk):
+            hc, tc = h[s:s + chunk], safe[s:s + chunk, None]
+            w = valid[s:s + chunk, None].to(h.dtype) / n_valid          # each row's share of the mean
+            logits = hc @ weight.t()                                     # (chunk, V): the only copy
+            lse = torch.logsumexp(logits, dim=1, keepdim=True)
+            total = total + ((lse - logits.gather(1, tc)) * w).sum()     # -log softmax at the target
+            g = logits.sub_(lse).exp_()                                  # softmax, in place
+            g.scatter_add_(1, tc, -torch.ones_like(lse))                 # minus the one-hot target
+            g.mul_(w)                                                    # d loss / d logits
+            grad_h[s:s + chunk] = g @ weight
+            grad_w.addmm_(g.t(), hc)
+        ctx.save_for_backward(grad_h, grad_w)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad, grad_w * grad, None, None, None
+
+
+def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         ignore_index: int = PAD, chunk: int = 256) -> torch.Tensor:
+    """`F.cross_entropy(h @ weight.T, targets, ignore_index=...)` (mean over the targets that
+    are not ignored; 0 if all are), without ever holding the (N, V) logits.
+
+    The head and the loss are the largest part of a small GPT's training step: for N = 2,048
+    tokens and V = 4,690 characters the logits take 38 MB, written by the product, read and
+    written by log-softmax, zeroed and written again by the backward pass. Here each chunk of
+    rows computes its logits, its loss and the gradient `softmax - onehot` while they are in
+    the CPU's cache, and the two gradient products at once; the backward pass only scales
+    them. Same arithmetic, up to float rounding (tested against `F.cross_entropy`)."""
+    if h.dim() != 2 or targets.shape != h.shape[:1] or weight.dim() != 2 or weight.size(1) != h.size(1):
+        raise ValueError(f"linear_cross_entropy wants h (N, d), weight (V, d), targets (N,); got "
+                         f"{tuple(h.shape)}, {tuple(weight.shape)}, {tuple(targets.shape)}")
+    return _LinearCrossEntropy.apply(h, weight, targets, ignore_index, chunk)
+
+
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -159,13 +207,22 @@ class GPT(nn.Module):
         return self.ln_f(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-                attention_mask: torch.Tensor | None = None, cache: list[KVCache] | None = None):
-        """Logits (B, T, vocab) and the cross-entropy loss over non-`<pad>` targets (or None)."""
+                attention_mask: torch.Tensor | None = None, cache: list[KVCache] | None = None,
+                fused_loss: bool = False):
+        """Logits (B, T, vocab) and the cross-entropy loss over non-`<pad>` targets (or None).
+
+        `fused_loss` (training with targets, fp32): the loss and its gradients by
+        `linear_cross_entropy`, chunk by chunk, without the (B, T, vocab) logits, which are
+        returned as None."""
+        if targets is not None and targets.shape != idx.shape:
+            raise ValueError(f"targets {tuple(targets.shape)} must have the shape of idx {tuple(idx.shape)}")
+        if fused_loss and targets is not None and torch.is_grad_enabled():
+            h = self.hidden_states(idx, attention_mask, cache)
+            return None, linear_cross_entropy(h.reshape(-1, h.size(-1)), self.lm_head.weight,
+                                              targets.reshape(-1).long())
         logits = self.lm_head(self.hidden_states(idx, attention_mask, cache))
         if targets is None:
             return logits, None
-        if targets.shape != idx.shape:
-            raise ValueError(f"targets {tuple(targets.shape)} must have the shape of idx {tuple(idx.shape)}")
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1).long(),
                                ignore_index=PAD)
         return logits, loss

@@ -47,6 +47,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "fp32"            # fp32 | bf16 | fp16 (see course_utils.amp)
     compile: bool = False              # torch.compile the model for the forward/backward
+    fused_loss: bool = False           # GPT only, fp32: model.linear_cross_entropy (no logits)
     checkpoint_dir: str | None = None
     checkpoint_interval: int = 0       # 0: only at evaluations
     keep_last: int = 5                 # the course kept 5; the best one is kept besides
@@ -62,6 +63,9 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"TrainConfig.{name} has an invalid value: {getattr(self, name)!r}")
         amp.check_precision(self.precision, "cuda" if self.precision == "fp16" else "cpu")
+        if self.fused_loss and self.precision != "fp32":
+            raise ValueError(f"TrainConfig.fused_loss computes the loss in fp32 and cannot be combined "
+                             f"with precision={self.precision!r}: set one of them")
 
     @classmethod
     def from_profile(cls, profile, **overrides) -> TrainConfig:
@@ -264,6 +268,10 @@ def train(model: GPT, train_source, cfg: TrainConfig, *, val_source=None, vocab:
     device = torch.device(device or next(model.parameters()).device)
     model.to(device)
     is_main = rank == 0
+    if cfg.fused_loss and not isinstance(model, GPT):
+        raise ValueError(f"TrainConfig.fused_loss needs the GPT language model, not a "
+                         f"{type(model).__name__}: set fused_loss=False")
+    loss_kwargs = {"fused_loss": True} if cfg.fused_loss else {}
     amp.check_precision(cfg.precision, device)
     optimizer = configure_optimizer(model, cfg)
     scaler = amp.grad_scaler(device, cfg.precision)
@@ -336,7 +344,7 @@ def train(model: GPT, train_source, cfg: TrainConfig, *, val_source=None, vocab:
             ctx = contextlib.nullcontext() if sync else ddp_model.no_sync()
             with ctx:
                 with amp.autocast(device, cfg.precision):
-                    _, loss = runner(xb, yb)
+                    _, loss = runner(xb, yb, **loss_kwargs)
                 scaler.scale(loss * share).backward()
             step_loss += float(loss.detach()) * share
         if cfg.grad_clip > 0:

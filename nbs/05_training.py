@@ -620,9 +620,18 @@ shutil.rmtree(ckpt_root)
 #
 # **Going faster.** `TrainConfig(compile=True)` wraps the model in `torch.compile`, which
 # fuses operations into larger kernels: the first steps are slow (compilation), later ones
-# faster, mostly on a GPU. We do not turn it on here (on a CPU it needs a C++ compiler and
-# the compilation costs more than our short runs gain). The attention itself already uses
-# PyTorch's fused `scaled_dot_product_attention`; `python bench/train_throughput.py`
+# faster. On a CPU it needs a C++ compiler. The largest single piece of this small GPT's step
+# is the head and the loss: for 32 × 64 tokens and 4,690 characters the logits alone are a
+# 38 MB tensor, written, read and rewritten several times. `TrainConfig(fused_loss=True)`
+# computes the head, the loss and their gradients a chunk of 256 tokens at a time while they
+# sit in the CPU's cache, without ever holding all the logits (`model.linear_cross_entropy`:
+# the same arithmetic, up to rounding, tested against `F.cross_entropy`).
+# `python bench/train_step.py` measures what each of these pays on your CPU, alone and
+# together, from the same weights on the same batches (the
+# [benchmarks appendix](../book/benchmarks.md) shows the book's run). The book's own runs use
+# none of them, so that every stored output is what the plain loop gives. The attention
+# itself already uses PyTorch's fused `scaled_dot_product_attention`;
+# `python bench/train_throughput.py`
 # measures what that gains over the explicit `softmax(QKᵀ)V` of chapter 03, in tokens per
 # second, on your machine (the [benchmarks appendix](../book/benchmarks.md) shows the book's run).
 #

@@ -250,3 +250,69 @@ def test_compiled_training_forward_has_no_graph_break():
     assert explanation.graph_break_count == 0
     with pytest.raises(ValueError, match="outside the vocabulary"):      # eager keeps the check
         model(torch.full((1, 4), 40))
+
+
+# ---------------------------------------------------------------------------- the fused head and loss
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 256])
+def test_linear_cross_entropy_matches_the_head_then_cross_entropy(chunk):
+    import torch.nn.functional as F
+
+    from course_utils.model import linear_cross_entropy
+
+    torch.manual_seed(0)
+    h0, w0 = torch.randn(50, 8, dtype=torch.float64), torch.randn(30, 8, dtype=torch.float64)
+    targets = torch.randint(0, 30, (50,))
+    targets[::4] = 0                                     # <pad>: ignored
+    grads = []
+    for fused in (False, True):
+        h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+        loss = (linear_cross_entropy(h, w, targets, 0, chunk) if fused
+                else F.cross_entropy(h @ w.t(), targets, ignore_index=0))
+        (3 * loss).backward()                            # a scaled loss scales both gradients
+        grads.append((loss.detach(), h.grad, w.grad))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_linear_cross_entropy_with_every_target_ignored_is_zero_and_checks_shapes():
+    from course_utils.model import linear_cross_entropy
+
+    h, w = torch.randn(4, 8, requires_grad=True), torch.randn(30, 8, requires_grad=True)
+    loss = linear_cross_entropy(h, w, torch.zeros(4, dtype=torch.long))
+    loss.backward()
+    assert loss.item() == 0 and not h.grad.any() and not w.grad.any()
+    for bad in [(torch.randn(2, 4, 8), w, torch.zeros(2, dtype=torch.long)),
+                (h, torch.randn(30, 9), torch.zeros(4, dtype=torch.long)),
+                (h, w, torch.zeros(5, dtype=torch.long))]:
+        with pytest.raises(ValueError, match="wants h"):
+            linear_cross_entropy(*bad)
+
+
+def test_gpt_fused_loss_gives_the_loss_and_gradients_without_logits():
+    from conftest import tiny_gpt
+
+    model = tiny_gpt(40, 16, dtype=torch.float64).train()
+    x, y = torch.randint(1, 40, (3, 16)), torch.randint(0, 40, (3, 16))
+    logits, loss = model(x, y)
+    loss.backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    none, fused = model(x, y, fused_loss=True)
+    fused.backward()
+    assert none is None
+    torch.testing.assert_close(fused.float(), loss)      # the plain loss is taken in float32
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, want[n], rtol=1e-5, atol=1e-7)
+    with torch.no_grad():                                # evaluation: the plain path, with logits
+        assert model(x, y, fused_loss=True)[0] is not None
+
+
+def test_compiled_fused_loss_has_no_graph_break():
+    from conftest import tiny_gpt
+
+    model = tiny_gpt(40, 16).train()
+    x = torch.randint(1, 40, (2, 16))
+    explanation = torch._dynamo.explain(model)(x, x, fused_loss=True)
+    assert explanation.graph_break_count == 0

@@ -177,3 +177,23 @@ def test_bad_train_config_is_rejected():
 def test_fp16_on_cpu_is_refused_with_a_hint(tokens):
     with pytest.raises(ValueError, match="bf16"):
         run(tokens, steps=1, precision="fp16")
+
+
+def test_fused_loss_trains_like_the_plain_loss(tokens):
+    plain = run(tokens, steps=12, dropout=0.0)
+    fused = run(tokens, steps=12, dropout=0.0, fused_loss=True)
+    # the same arithmetic up to float rounding: the curves agree to rounding, step by step
+    np.testing.assert_allclose(fused.history["loss"], plain.history["loss"], rtol=1e-4)
+    np.testing.assert_allclose(fused.history["val_loss"], plain.history["val_loss"], rtol=1e-4)
+
+
+def test_fused_loss_is_refused_where_it_cannot_apply(tokens):
+    from course_utils.finetune import GPTClassifier
+
+    with pytest.raises(ValueError, match="fused_loss.*precision"):
+        T.TrainConfig(fused_loss=True, precision="bf16")
+    cfg = T.TrainConfig(max_steps=1, fused_loss=True, progress=False)
+    src = T.DatasetBatches(torch.utils.data.TensorDataset(torch.randint(1, V, (8, 16)),
+                                                          torch.randint(0, 2, (8,))), 4)
+    with pytest.raises(ValueError, match="needs the GPT language model"):
+        T.train(GPTClassifier(tiny_model(), 2), src, cfg)
