@@ -127,10 +127,15 @@ class LoRALinear(nn.Module):
         self.merged = False
 
     def forward(self, x):
+        if self.merged:
+            return self.base(x)
+        # W x + b, then the low-rank path added inside the same product (`addmm` accumulates into
+        # its input): the (tokens, r) middle is scaled, not the (tokens, out) result, so no extra
+        # pass over the full-size output is made, forward or backward.
+        low = (self.drop(x) @ self.lora_a.T) * self.scale                  # (..., r)
         y = self.base(x)
-        if not self.merged:
-            y = y + (self.drop(x) @ self.lora_a.T @ self.lora_b.T) * self.scale
-        return y
+        return torch.addmm(y.reshape(-1, y.size(-1)), low.reshape(-1, self.rank),
+                           self.lora_b.T).view(y.shape)
 
     def delta_weight(self) -> torch.Tensor:
         return self.lora_b @ self.lora_a * self.scale
