@@ -131,8 +131,8 @@ class BatchEngine:
     `add` puts a group in free slots (lowest first); `step` gives every row of every group
     its next token: groups whose window is new or slid are prefilled together (ONE forward
     pass over their right-padded windows), all the others share ONE `decode_step_rows`;
-    finished groups leave and their slots are reused. `max_groups` caps the requests decoded at once (1: one after
-    the other, the unbatched service)."""
+    finished groups leave and their slots are reused. `max_groups` caps the requests decoded
+    at once (1: one after the other, the unbatched service)."""
 
     def __init__(self, model, max_rows: int = 64, max_groups: int | None = None):
         if max_rows < 1 or (max_groups is not None and max_groups < 1):

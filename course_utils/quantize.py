@@ -247,17 +247,14 @@ def linear_timings(model: nn.Module, rows: int = 1, repeats: int = 200, rounds: 
 
     from .measure import num_threads
 
-    shapes: dict[tuple[int, int], list[str]] = {}
-    layers: dict[tuple[int, int], nn.Linear] = {}
+    shapes: dict[tuple[int, int], tuple[nn.Linear, list[str]]] = {}   # shape -> (a layer, names)
     for name, m in model.named_modules():
         if isinstance(m, nn.Linear):
-            key = (m.in_features, m.out_features)
-            shapes.setdefault(key, []).append(name)
-            layers.setdefault(key, m)
+            shapes.setdefault((m.in_features, m.out_features), (m, []))[1].append(name)
     out = []
     with num_threads(threads), torch.inference_mode():
-        for key, names in shapes.items():
-            fp32 = copy.deepcopy(layers[key]).cpu().eval()
+        for key, (linear, names) in shapes.items():
+            fp32 = copy.deepcopy(linear).cpu().eval()
             int8 = dynamic_int8(nn.Sequential(fp32))
             x = torch.randn(rows, key[0])
             best = {"fp32_us": float("inf"), "int8_us": float("inf")}

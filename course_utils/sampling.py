@@ -141,9 +141,8 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None, *,
     than the rest of the sampler.) `u` (B, 1): uniform numbers drawn already (chapter 12's
     engine draws them per request, from each request's own generator)."""
     cdf = probs.cumsum(dim=-1)
-    if u is None:
-        u = uniforms(probs.size(0), generator, probs.device, cdf.dtype)
-    return torch.searchsorted(cdf, u.to(cdf.dtype) * cdf[:, -1:], right=True)
+    u = uniforms(probs.size(0), generator, probs.device, cdf.dtype) if u is None else u.to(cdf.dtype)
+    return torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
