@@ -162,13 +162,13 @@ def dialogue_path(profile=None, dialogues=None, base: str = DIALOGUE_BASE) -> Pa
 
 
 def dialogue_train_config(profile, progress: bool = True):
-    """The fine-tuning run of chapter 11: the profile's fine-tuning budget, frequent evaluations."""
+    """The fine-tuning run of chapter 11: `profile.dialogue_steps`, frequent evaluations."""
     from .train import TrainConfig
 
-    steps = profile.finetune_steps
+    steps = profile.dialogue_steps
     return TrainConfig(max_steps=steps, lr=profile.finetune_lr, warmup_steps=max(1, steps // 20),
                        eval_interval=max(2, steps // 12), eval_iters=4, log_interval=max(1, steps // 60),
-                       weight_decay=0.1, progress=progress)
+                       weight_decay=0.1, progress=progress, **profile.lm_speedups())
 
 
 def dialogue_lm(profile=None, *, base: str = DIALOGUE_BASE, dialogues=None, force: bool = False,
@@ -181,7 +181,7 @@ def dialogue_lm(profile=None, *, base: str = DIALOGUE_BASE, dialogues=None, forc
     its content.
 
     Every reply is one example: its history (cropped from the left) and the reply, with
-    the loss on the reply and its closing `<sep>` only. Training runs `profile.finetune_steps`
+    the loss on the reply and its closing `<sep>` only. Training runs `profile.dialogue_steps`
     steps and keeps the weights of the evaluation with the lowest validation loss (the
     corpus is tiny, so later steps mostly memorise it). Returns `(model, vocab, info)`;
     `info` has the path, the best step, the validation losses before and after, and the
@@ -308,7 +308,7 @@ def review_lm(profile=None, *, force: bool = False, progress: bool = True, devic
     steps = profile.adapt_steps
     cfg = TrainConfig(max_steps=steps, lr=profile.adapt_lr, warmup_steps=max(1, steps // 20),
                       eval_interval=max(2, steps // 10), eval_iters=iters, log_interval=max(1, steps // 100),
-                      weight_decay=0.1, progress=progress)
+                      weight_decay=0.1, progress=progress, **profile.lm_speedups())
     seed_everything(0)
     t0 = time.perf_counter()
     result, best = train_keeping_best(model, fit_src, cfg, val_source=val_src, vocab=vocab,

@@ -7,6 +7,7 @@ model size and training budget, so the same cells run in CI, on a laptop and on 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import platform
 import random
@@ -42,12 +43,22 @@ class Profile:
     # fine-tuning (chapters 10-11)
     finetune_lr: float
     finetune_steps: int
+    dialogue_steps: int               # chapter 11: the corpus is tiny, its best step comes early
     # domain adaptation (chapter 10): language-model steps on review text before fine-tuning
     adapt_lr: float
     adapt_steps: int
     # how much data a chapter may touch (None: all of it)
     max_docs: int | None
     description: str
+    # how the language-model training steps run (chapter 05's "Going faster"): the head and
+    # the loss fused chunk by chunk, fused AdamW, torch.compile (eager where no C++ compiler)
+    fast_lm_training: bool = False
+
+    def lm_speedups(self, precision: str = "fp32") -> dict:
+        """The `TrainConfig` fields that make this profile's language-model steps faster:
+        `fused_loss` (fp32 only), `fused_adamw` and `compile`, all off unless `fast_lm_training`."""
+        on = self.fast_lm_training
+        return {"fused_loss": on and precision == "fp32", "fused_adamw": on, "compile": on}
 
     def model_kwargs(self) -> dict:
         """The GPTConfig fields this profile fixes (vocab_size comes from the data)."""
@@ -70,23 +81,23 @@ PROFILES: dict[str, Profile] = {
         name="ci",
         d_model=32, n_heads=2, n_layers=2, d_ff=64, dropout=0.0, block_size=32,
         batch_size=8, lr=3e-3, max_steps=30, warmup_steps=5, eval_interval=10, eval_iters=2,
-        finetune_lr=1e-3, finetune_steps=20, adapt_lr=3e-3, adapt_steps=20, max_docs=2000,
+        finetune_lr=1e-3, finetune_steps=20, dialogue_steps=20, adapt_lr=3e-3, adapt_steps=20, max_docs=2000,
         description="tiny model, a few dozen steps: checks that every cell runs",
     ),
     # A laptop without a GPU: minutes per notebook, enough to see real learning.
     "cpu": Profile(
         name="cpu",
         d_model=128, n_heads=4, n_layers=4, d_ff=512, dropout=0.0, block_size=64,
-        batch_size=32, lr=2e-3, max_steps=2500, warmup_steps=100, eval_interval=250, eval_iters=20,
-        finetune_lr=5e-4, finetune_steps=600, adapt_lr=1e-3, adapt_steps=1000, max_docs=None,
-        description="small model, minutes per notebook on a laptop CPU",
+        batch_size=32, lr=2e-3, max_steps=2000, warmup_steps=100, eval_interval=250, eval_iters=20,
+        finetune_lr=5e-4, finetune_steps=600, dialogue_steps=300, adapt_lr=1e-3, adapt_steps=1000, max_docs=None,
+        description="small model, minutes per notebook on a laptop CPU", fast_lm_training=True,
     ),
     # The course's settings on one GPU (an RTX 3090 in the original).
     "gpu": Profile(
         name="gpu",
         d_model=256, n_heads=8, n_layers=6, d_ff=1024, dropout=0.1, block_size=128,
         batch_size=32, lr=1e-4, max_steps=20000, warmup_steps=500, eval_interval=1000,
-        eval_iters=50, finetune_lr=1e-5, finetune_steps=3000, adapt_lr=1e-4, adapt_steps=5000,
+        eval_iters=50, finetune_lr=1e-5, finetune_steps=3000, dialogue_steps=3000, adapt_lr=1e-4, adapt_steps=5000,
         max_docs=None,
         description="the course's model (d_model 256, 8 heads, 6 layers) on a CUDA GPU",
     ),
@@ -123,6 +134,16 @@ def seed_everything(seed: int = 0) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+@functools.lru_cache(maxsize=1)
+def compiler_available() -> str | None:
+    """None if `torch.compile` can build CPU kernels here, else why not (it needs a C++ compiler)."""
+    import shutil
+
+    if not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c):
+        return "no C++ compiler (g++, c++ or clang++) on PATH"
+    return None
 
 
 def cache_dir() -> Path:

@@ -152,7 +152,8 @@ def build_run(profile, *, batch_size: int | None = None, steps: int | None = Non
         warmup_steps=min(profile.warmup_steps, max(1, steps // 10)),
         eval_interval=eval_interval, eval_iters=eval_iters or profile.eval_iters,
         log_interval=min(log_interval, eval_interval),
-        checkpoint_dir=checkpoint_dir, progress=progress)
+        checkpoint_dir=checkpoint_dir, progress=progress,
+        fused_loss=False, fused_adamw=False, compile=False)  # the plain step: DDP is the lesson
     return Run(model, vocab, train_source, val_source, cfg)
 
 

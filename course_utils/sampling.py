@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from .config import compiler_available  # noqa: F401 (re-exported: tests patch it here)
 from .vocab import PAD, SEP, Vocab
 
 STOP_CHARS = "。？！"
@@ -235,17 +236,6 @@ def _compiled_decode_step():
     # Xeon of the benchmarks appendix it was faster per token than the plain compiled step (its
     # compilation takes longer), and Inductor's `decompose_mm_pass` for one-row products was not.
     return torch.compile(decode_step, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
-
-
-@functools.lru_cache(maxsize=1)
-def compiler_available() -> str | None:
-    """None if `torch.compile` can build CPU kernels here, else why not (it needs a C++ compiler)."""
-    import os
-    import shutil
-
-    if not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c):
-        return "no C++ compiler (g++, c++ or clang++) on PATH"
-    return None
 
 
 def _step(model, token, pos, caches, keys, values, compile: bool) -> torch.Tensor:

@@ -46,7 +46,8 @@ class TrainConfig:
     log_interval: int = 10
     seed: int = 0
     precision: str = "fp32"            # fp32 | bf16 | fp16 (see course_utils.amp)
-    compile: bool = False              # torch.compile the model for the forward/backward
+    compile: bool = False              # torch.compile the model (eager, saying so, without a C++ compiler)
+    fused_adamw: bool = False          # AdamW's single fused kernel (torch.optim.AdamW(fused=True))
     fused_loss: bool = False           # GPT only, fp32: model.linear_cross_entropy (no logits)
     checkpoint_dir: str | None = None
     checkpoint_interval: int = 0       # 0: only at evaluations
@@ -69,8 +70,11 @@ class TrainConfig:
 
     @classmethod
     def from_profile(cls, profile, **overrides) -> TrainConfig:
+        """The profile's pretraining budget and its language-model speed-ups
+        (`profile.lm_speedups`: the fused head and loss only in fp32); `overrides` win."""
         base = dict(max_steps=profile.max_steps, lr=profile.lr, warmup_steps=profile.warmup_steps,
-                    eval_interval=profile.eval_interval, eval_iters=profile.eval_iters)
+                    eval_interval=profile.eval_interval, eval_iters=profile.eval_iters,
+                    **profile.lm_speedups(overrides.get("precision", "fp32")))
         base.update(overrides)
         return cls(**base)
 
@@ -96,7 +100,7 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=cfg.fused_adamw or None)
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -296,7 +300,13 @@ def train(model: GPT, train_source, cfg: TrainConfig, *, val_source=None, vocab:
 
     runner = ddp_model if ddp_model is not None else model
     if cfg.compile:
-        runner = torch.compile(runner)
+        from .config import compiler_available
+
+        why = compiler_available()
+        if why is None:
+            runner = torch.compile(runner)
+        elif is_main:
+            print(f"torch.compile is not available here ({why}): training without it")
     end = cfg.max_steps if stop_at is None else min(stop_at, cfg.max_steps)
     model.train()
 

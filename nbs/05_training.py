@@ -280,8 +280,10 @@ assert result.history["step"] == list(range(1, demo_cfg.max_steps + 1)) and diff
 # samplers are chapter 08's subject). Watch the samples: early on the model strings frequent
 # words together without sense; by the end it writes phrases shaped like the news (dates,
 # places, a reporter's byline), still without meaning. Under the `cpu` profile this is one
-# of the longest cells of the book: 2,500 steps, some 10-20 minutes on a laptop CPU, longer
+# of the longest cells of the book: 2,000 steps, some 5-15 minutes on a laptop CPU, longer
 # on a busy one (the time this run took is printed at the end, with the machine it ran on).
+# The `cpu` profile also turns on the speed-ups of "Going faster" at the end of this chapter
+# (`profile.lm_speedups()`): the same arithmetic up to rounding, in less time.
 
 # %%
 from course_utils import sampling
@@ -302,6 +304,8 @@ t0 = time.perf_counter()
 lm, vocab, info = artifacts.pretrained_lm(profile, force=True, on_eval=show_samples)
 minutes = (time.perf_counter() - t0) / 60
 print(f"\n{info['steps']} steps in {minutes:.1f} min; cached as {info['path'].name}")
+print("speed-ups:", ", ".join(f"{k}={v}" for k, v in profile.lm_speedups().items()),
+      "" if config.compiler_available() is None else f"(no compile: {config.compiler_available()})")
 print(config.machine_line())
 
 # %% [markdown]
@@ -620,16 +624,19 @@ shutil.rmtree(ckpt_root)
 #
 # **Going faster.** `TrainConfig(compile=True)` wraps the model in `torch.compile`, which
 # fuses operations into larger kernels: the first steps are slow (compilation), later ones
-# faster. On a CPU it needs a C++ compiler. The largest single piece of this small GPT's step
-# is the head and the loss: for 32 × 64 tokens and 4,690 characters the logits alone are a
-# 38 MB tensor, written, read and rewritten several times. `TrainConfig(fused_loss=True)`
-# computes the head, the loss and their gradients a chunk of 256 tokens at a time while they
-# sit in the CPU's cache, without ever holding all the logits (`model.linear_cross_entropy`:
-# the same arithmetic, up to rounding, tested against `F.cross_entropy`).
-# `python bench/train_step.py` measures what each of these pays on your CPU, alone and
-# together, from the same weights on the same batches (the
-# [benchmarks appendix](../book/benchmarks.md) shows the book's run). The book's own runs use
-# none of them, so that every stored output is what the plain loop gives. The attention
+# faster. On a CPU it needs a C++ compiler; without one, `train` says so in one line and runs
+# eagerly. The largest single piece of this small GPT's step is the head and the loss: for
+# 32 × 64 tokens and 4,690 characters the logits alone are a 38 MB tensor, written, read and
+# rewritten several times. `TrainConfig(fused_loss=True)` computes the head, the loss and
+# their gradients a chunk of 256 tokens at a time while they sit in the CPU's cache, without
+# ever holding all the logits (`model.linear_cross_entropy`: the same arithmetic, up to
+# rounding, tested against `F.cross_entropy`). `TrainConfig(fused_adamw=True)` updates all
+# parameters in one fused AdamW kernel. `python bench/train_step.py` measures what each of
+# these pays on your CPU, alone and together, from the same weights on the same batches (the
+# [benchmarks appendix](../book/benchmarks.md) shows the book's run): together they paid
+# enough that the `cpu` profile turns all three on for its language-model training
+# (`profile.lm_speedups()`, printed after the pretraining run above), while chapter 06's DDP
+# and chapter 07's precision experiments keep the plain step, the subject there. The attention
 # itself already uses PyTorch's fused `scaled_dot_product_attention`;
 # `python bench/train_throughput.py`
 # measures what that gains over the explicit `softmax(QKᵀ)V` of chapter 03, in tokens per

@@ -385,7 +385,7 @@ import time
 
 from course_utils.train import TrainConfig, train, unigram_loss
 
-steps = {"ci": profile.max_steps, "cpu": 200, "gpu": 2000}[profile.name]
+steps = {"ci": profile.max_steps, "cpu": 100, "gpu": 2000}[profile.name]
 unigram = unigram_loss(train_tokens, val_tokens, len(vocab))
 val_source = WindowBatches(val_tokens, profile.batch_size, profile.block_size, seed=1)
 results = {}
@@ -394,7 +394,8 @@ for precision in ("fp32", "bf16"):
     net = GPT(GPTConfig(vocab_size=len(vocab), **profile.model_kwargs()))
     cfg = TrainConfig.from_profile(profile, max_steps=steps, warmup_steps=max(1, steps // 10),
                                    eval_interval=max(1, steps // 3), eval_iters=5,
-                                   log_interval=max(1, steps // 30), precision=precision)
+                                   log_interval=max(1, steps // 30), precision=precision,
+                                   fused_loss=False, fused_adamw=False, compile=False)  # the plain step
     t0 = time.perf_counter()
     results[precision] = train(net, source, cfg, val_source=val_source)
     results[precision].wall = time.perf_counter() - t0

@@ -431,7 +431,7 @@ selective = quantize.dynamic_int8(model, only=wins) if wins else None
 # forward pass over a whole batch of windows (many tokens per call, as in evaluation or the
 # prefill of a long prompt); and the validation loss with `course_utils.train.evaluate` on the
 # same validation windows as chapter 05. Timings run on one CPU thread, as in chapter 08, in
-# five interleaved rounds (every model once per round), keeping each model's best round, so
+# three interleaved rounds (every model once per round), keeping each model's best round, so
 # that a busy moment of the machine does not favour one model over another.
 
 # %%
@@ -446,7 +446,7 @@ candidates = {
 if selective is not None:
     candidates["int8 dynamic, only where it won"] = selective
 table = quantize.compare(candidates, val_source=val_source, eval_iters=profile.eval_iters,
-                         prompt=prompt, new_tokens=64, batch=x_val, rounds=5, threads=1,
+                         prompt=prompt, new_tokens=64, batch=x_val, rounds=3, threads=1,
                          progress=True)
 table["Δ val loss"] = table["val_loss"] - table.loc["fp32", "val_loss"]
 table["size vs fp32"] = table["size_MB"] / table.loc["fp32", "size_MB"]

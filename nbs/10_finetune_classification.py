@@ -274,6 +274,7 @@ from torch.utils.data import Subset, TensorDataset
 from course_utils import train
 
 POOLING = "last"       # the course's choice; section 10 compares the poolings on frozen features
+WAYS = [("last", True), ("last", False), ("mean", True), ("mean", False)]  # (pooling, padding mask)
 steps = profile.finetune_steps
 
 
@@ -284,8 +285,9 @@ def run_config(lr=profile.finetune_lr):
 
 
 def frozen_features(gpt, desc):
-    """One frozen pass over fit, val and test: last-block inputs and pooled features."""
-    return {name: finetune.frozen_pass(gpt, ds, [(POOLING, True)], desc=f"{desc} {name}")
+    """One frozen pass over fit, val and test: last-block inputs and the features of every
+    pooling in `WAYS` (the head trains on `POOLING`'s; section 10 compares them all)."""
+    return {name: finetune.frozen_pass(gpt, ds, WAYS, desc=f"{desc} {name}")
             for name, ds in datasets.items()}
 
 
@@ -562,18 +564,16 @@ for how in ("last", "mean"):
 
 # %% [markdown]
 # How much do pooling and the mask matter for accuracy? A logistic-regression probe, trained to
-# convergence on each kind of frozen feature of the adapted GPT (one frozen pass with all four
-# poolings), answers without any fine-tuning noise:
+# convergence on each kind of frozen feature of the adapted GPT (section 8's frozen pass
+# computed all four poolings), answers without any fine-tuning noise:
 
 # %%
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-ways = [("last", True), ("last", False), ("mean", True), ("mean", False)]
-probe_feats = {n: finetune.frozen_pass(review_gpt, datasets[n], ways, desc=f"probe {n}")[1]
-               for n in ("fit", "test")}
+probe_feats = {n: review_frozen[n][1] for n in ("fit", "test")}
 probe_rows = []
-for how, mask in ways:
+for how, mask in WAYS:
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
     probe.fit(probe_feats["fit"][how, mask].numpy(), labels["fit"].numpy())
     probe_rows.append({"pooling": how, "padding mask": "yes" if mask else "no",

@@ -240,16 +240,19 @@ if profile.name != "ci":  # the next paragraph: rarely a <sep>
 # ## 4. Fine-tuning
 #
 # The run is the book's training loop again, on the dialogue examples: batches of
-# `profile.batch_size` examples reshuffled every epoch, `profile.finetune_steps` steps at peak
+# `profile.batch_size` examples reshuffled every epoch, `profile.dialogue_steps` steps at peak
 # learning rate `profile.finetune_lr`, and an evaluation on the whole validation set a dozen
-# times. The corpus is tiny, so the model will start to memorise it; we keep the weights of
-# the evaluation with the lowest validation loss (early stopping). `artifacts.dialogue_lm`
+# times. The corpus is tiny, so the model starts to memorise it within a few epochs and its
+# best step comes early: that is why this run has its own budget, shorter than chapter 10's
+# fine-tunings under `cpu` (both printed below). We keep the weights of the evaluation
+# with the lowest validation loss (early stopping). `artifacts.dialogue_lm`
 # does all of that and caches the result for the chat command and the later chapters; we pass
 # `force=True` so that the run, and the curves below, happen here.
 
 # %%
 print(artifacts.dialogue_train_config(profile))
-print(f"{profile.finetune_steps * min(profile.batch_size, len(train_set)) / len(train_set):.1f} "
+print(f"{profile.dialogue_steps} steps (chapter 10's fine-tunings: {profile.finetune_steps}), "
+      f"{profile.dialogue_steps * min(profile.batch_size, len(train_set)) / len(train_set):.1f} "
       f"epochs over {len(train_set)} examples")
 
 # %%
@@ -273,15 +276,15 @@ ax.legend(fontsize="small")
 plt.show()
 print(f"validation loss: {info['val_loss_before']:.3f} before, {min(h['val_loss']):.3f} at best, "
       f"{h['val_loss'][-1]:.3f} at the last evaluation; training loss {h['train_loss'][-1]:.3f} there")
-if profile.name != "ci":  # the next paragraph: down, then back above the start; training loss near 0
-    assert min(h["val_loss"]) < info["val_loss_before"] < h["val_loss"][-1]
-    assert h["train_loss"][-1] < 0.1 * h["train_loss"][0] and info["best_step"] < info["steps"]
+if profile.name != "ci":  # the next paragraph: down, then back up; training loss far below
+    assert min(h["val_loss"]) < info["val_loss_before"] and h["val_loss"][-1] > min(h["val_loss"]) + 0.2
+    assert h["train_loss"][-1] < 0.25 * h["train_loss"][0] and info["best_step"] < info["steps"]
 
 # %% [markdown]
-# The validation loss falls at first, then climbs back while the training loss heads to
+# The validation loss falls at first, then climbs back while the training loss heads toward
 # zero: after a few epochs the model has memorised the few hundred training replies, and
-# memorised answers to other questions are worse than none for unseen conversations (by the
-# end of this run the validation loss is back above where it started). Early stopping keeps
+# memorised answers to other questions do not help with unseen conversations (compare the
+# last evaluation with the best one, printed above). Early stopping keeps
 # the weights of the best evaluation, marked in green. Most of what those first steps teach
 # is the *format*: short turns, the words of conversation (我, 你, 吗) and the closing `<sep>`.
 #

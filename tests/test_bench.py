@@ -89,7 +89,7 @@ def test_train_step_bench_compares_variants_on_the_same_batches(capsys):
     variants, profile = out.split("Where the plain fp32 step's time goes")
     rows = {line.split("|")[1].strip(): line.split("|") for line in variants.splitlines()
             if line.startswith("| ") and "variant" not in line}
-    assert {"fp32 eager (the book's loop)", "+ fused AdamW", "+ fused AdamW + torch.compile"} <= set(rows)
+    assert {"fp32 eager (the plain step)", "+ fused AdamW", "+ fused AdamW + torch.compile"} <= set(rows)
     for cells in rows.values():                           # the same training, whatever the variant
         assert float(cells[6]) < 1e-3
     assert "fastest:" in out and "cpu flags:" in out

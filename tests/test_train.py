@@ -197,3 +197,28 @@ def test_fused_loss_is_refused_where_it_cannot_apply(tokens):
                                                           torch.randint(0, 2, (8,))), 4)
     with pytest.raises(ValueError, match="needs the GPT language model"):
         T.train(GPTClassifier(tiny_model(), 2), src, cfg)
+
+
+def test_profile_speedups_reach_the_train_config():
+    from course_utils import config
+
+    cpu, ci, gpu = (config.PROFILES[n] for n in ("cpu", "ci", "gpu"))
+    fast = T.TrainConfig.from_profile(cpu)
+    assert (fast.fused_loss, fast.fused_adamw, fast.compile) == (True, True, True)
+    assert not any(ci.lm_speedups().values()) and not any(gpu.lm_speedups().values())
+    bf16 = T.TrainConfig.from_profile(cpu, precision="bf16")   # the fused loss is fp32 only
+    assert (bf16.fused_loss, bf16.compile) == (False, True)
+    plain = T.TrainConfig.from_profile(cpu, fused_loss=False, compile=False)  # overrides win
+    assert (plain.fused_loss, plain.compile, plain.fused_adamw) == (False, False, True)
+    assert T.configure_optimizer(tiny_model(), fast).defaults["fused"] is True
+
+
+def test_compile_without_a_compiler_trains_eagerly_and_says_so(tokens, monkeypatch, capsys):
+    from course_utils import config
+
+    monkeypatch.setattr(config, "compiler_available", lambda: "no C++ compiler (test)")
+    eager = run(tokens, steps=4, dropout=0.0)
+    fallback = run(tokens, steps=4, dropout=0.0, compile=True, fused_adamw=True)
+    assert "torch.compile is not available here (no C++ compiler (test)): training without it" \
+        in capsys.readouterr().out
+    np.testing.assert_allclose(fallback.history["loss"], eager.history["loss"], rtol=1e-4)
