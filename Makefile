@@ -79,7 +79,7 @@ bench: env
 browser-models: env
 	$(PY) -m course_utils.export browser --profile $${COURSE_PROFILE:-cpu}
 
-# Every chapter in order from an empty cache, timed (40 min under cpu on a 2-core Xeon): book/runtimes.md
+# Every chapter in order from an empty cache, timed (29 min under cpu on a 2-core Xeon): book/runtimes.md
 runtimes: env
 	$(PY) tools/time_chapters.py --profile $${COURSE_PROFILE:-cpu}
 

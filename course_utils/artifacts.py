@@ -168,7 +168,7 @@ def dialogue_train_config(profile, progress: bool = True):
     steps = profile.dialogue_steps
     return TrainConfig(max_steps=steps, lr=profile.finetune_lr, warmup_steps=max(1, steps // 20),
                        eval_interval=max(2, steps // 12), eval_iters=4, log_interval=max(1, steps // 60),
-                       weight_decay=0.1, progress=progress, **profile.lm_speedups())
+                       weight_decay=0.1, progress=progress, **profile.lm_speedups(steps=steps))
 
 
 def dialogue_lm(profile=None, *, base: str = DIALOGUE_BASE, dialogues=None, force: bool = False,
@@ -308,7 +308,7 @@ def review_lm(profile=None, *, force: bool = False, progress: bool = True, devic
     steps = profile.adapt_steps
     cfg = TrainConfig(max_steps=steps, lr=profile.adapt_lr, warmup_steps=max(1, steps // 20),
                       eval_interval=max(2, steps // 10), eval_iters=iters, log_interval=max(1, steps // 100),
-                      weight_decay=0.1, progress=progress, **profile.lm_speedups())
+                      weight_decay=0.1, progress=progress, **profile.lm_speedups(steps=steps))
     seed_everything(0)
     t0 = time.perf_counter()
     result, best = train_keeping_best(model, fit_src, cfg, val_source=val_src, vocab=vocab,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 PROFILE_ENV = "COURSE_PROFILE"
+COMPILE_MIN_STEPS = 500  # Profile.lm_speedups: shorter runs train without torch.compile
 CACHE_ENV = "COURSE_CACHE"
 
 
@@ -54,11 +55,15 @@ class Profile:
     # the loss fused chunk by chunk, fused AdamW, torch.compile (eager where no C++ compiler)
     fast_lm_training: bool = False
 
-    def lm_speedups(self, precision: str = "fp32") -> dict:
+    def lm_speedups(self, precision: str = "fp32", steps: int | None = None) -> dict:
         """The `TrainConfig` fields that make this profile's language-model steps faster:
-        `fused_loss` (fp32 only), `fused_adamw` and `compile`, all off unless `fast_lm_training`."""
+        `fused_loss` (fp32 only), `fused_adamw` and `compile`, all off unless `fast_lm_training`.
+        `compile` only for runs of at least `COMPILE_MIN_STEPS` steps (default: the pretraining's):
+        compiling costs tens of seconds once per run, which a short run does not earn back."""
         on = self.fast_lm_training
-        return {"fused_loss": on and precision == "fp32", "fused_adamw": on, "compile": on}
+        steps = self.max_steps if steps is None else steps
+        return {"fused_loss": on and precision == "fp32", "fused_adamw": on,
+                "compile": on and steps >= COMPILE_MIN_STEPS}
 
     def model_kwargs(self) -> dict:
         """The GPTConfig fields this profile fixes (vocab_size comes from the data)."""

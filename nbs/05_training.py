@@ -634,9 +634,11 @@ shutil.rmtree(ckpt_root)
 # parameters in one fused AdamW kernel. `python bench/train_step.py` measures what each of
 # these pays on your CPU, alone and together, from the same weights on the same batches (the
 # [benchmarks appendix](../book/benchmarks.md) shows the book's run): together they paid
-# enough that the `cpu` profile turns all three on for its language-model training
-# (`profile.lm_speedups()`, printed after the pretraining run above), while chapter 06's DDP
-# and chapter 07's precision experiments keep the plain step, the subject there. The attention
+# enough that the `cpu` profile turns them on for its language-model training
+# (`profile.lm_speedups()`, printed after the pretraining run above; `torch.compile` only for
+# runs of at least `config.COMPILE_MIN_STEPS` steps, since compiling costs tens of seconds
+# that a short run does not earn back), while chapter 06's DDP and chapter 07's precision
+# experiments keep the plain step, the subject there. The attention
 # itself already uses PyTorch's fused `scaled_dot_product_attention`;
 # `python bench/train_throughput.py`
 # measures what that gains over the explicit `softmax(QKᵀ)V` of chapter 03, in tokens per

@@ -385,7 +385,7 @@ import time
 
 from course_utils.train import TrainConfig, train, unigram_loss
 
-steps = {"ci": profile.max_steps, "cpu": 100, "gpu": 2000}[profile.name]
+steps = {"ci": profile.max_steps, "cpu": 150, "gpu": 2000}[profile.name]
 unigram = unigram_loss(train_tokens, val_tokens, len(vocab))
 val_source = WindowBatches(val_tokens, profile.batch_size, profile.block_size, seed=1)
 results = {}
@@ -424,19 +424,22 @@ rate = (h32["val_loss"][0] - h32["val_loss"][-1]) / max(1, h32["eval_step"][-1] 
 if rate > 0:
     print(f"fp32's validation loss fell {rate:.4f} nats/step from step {h32['eval_step'][0]} to "
           f"{h32['eval_step'][-1]}: the gap is about {abs(gap) / rate:.0f} steps of that progress")
-if profile.name != "ci":  # the next paragraph: same start, then a gap well above rounding size
-    assert abs(h16["loss"][0] - h32["loss"][0]) < 0.02 < abs(gap) and rate > 0
+drift = max(abs(a - b) for a, b in zip(h16["loss"], h32["loss"], strict=True))
+print(f"largest difference between the two runs' logged batch losses: {drift:.4f} nats")
+if profile.name != "ci":  # the next paragraph: the same start, then different paths
+    assert abs(h16["loss"][0] - h32["loss"][0]) < 0.005 < drift and rate > 0
 
 # %% [markdown]
 # The two runs start from the same weights and batches, and their first logged losses differ
 # only in the rounding (the first difference printed above). Then they drift apart: bf16's
 # rounding in the matrix products changes every step a little, the differences compound, and
-# the two runs follow visibly different paths. The final gap printed above is **not** a
-# rounding-sized difference, and it deserves an honest reading rather than "the curves agree":
+# the two runs follow different paths (the largest difference between their logged batch
+# losses is printed last). The final gap deserves an honest reading, whichever run ended
+# lower, rather than "the curves agree" or "bf16 is worse":
 #
 # - **The runs are short.** Both models are still early in training, not far below the
 #   unigram baseline (predicting each character from its frequency alone), where the loss
-#   falls steeply. Measured in steps of fp32's progress (the last line above), the gap says
+#   falls steeply. Measured in steps of fp32's progress (printed above), the gap says
 #   how far one run is ahead of the other, and being some steps ahead is enough for a
 #   gap of this size.
 # - **One run per precision cannot tell bf16 from chance.** Any perturbation (another seed,

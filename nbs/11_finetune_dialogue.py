@@ -463,7 +463,6 @@ loop, loop_count = max(((r, greedy.count(r)) for r in set(greedy)), key=lambda r
 print(f"greedy's most repeated reply: {loop!r}, {loop_count} times in {len(greedy)} replies")
 if profile.name != "ci":          # what the next paragraph says (the ci model is too small)
     assert stats["distinct per conversation"].idxmin() == "greedy" and loop_count >= 3
-    assert stats["mean length"].idxmin() == "greedy"
     assert (stats["copied from training"] < 0.5).all()
 
 # %% [markdown]
@@ -476,9 +475,9 @@ if profile.name != "ci":          # what the next paragraph says (the ci model i
 # - **Sampling varies more**, for better and worse. Top-k with $k=4$ only ever picks among the
 #   four most likely characters. Top-p 0.95 at temperature 1 and temperature 0.8 without a
 #   filter both reach into the long tail of rare characters, which is where the strangest
-#   strings in the transcripts come from. Greedy wrote the shortest replies; which sampler
-#   writes the longest changes from one set of random draws to another (30 replies per
-#   setting are too few to rank them).
+#   strings in the transcripts come from. The mean lengths differ by a few characters at
+#   most, and which setting writes the longest or the shortest replies changes from one set
+#   of random draws to another (30 replies per setting are too few to rank them).
 # - **Few replies answer the question**, and few are copies of a training reply. The model
 #   has learned the *shape* of a reply, not how to answer one.
 #

@@ -210,6 +210,8 @@ def test_profile_speedups_reach_the_train_config():
     assert (bf16.fused_loss, bf16.compile) == (False, True)
     plain = T.TrainConfig.from_profile(cpu, fused_loss=False, compile=False)  # overrides win
     assert (plain.fused_loss, plain.compile, plain.fused_adamw) == (False, False, True)
+    short = T.TrainConfig.from_profile(cpu, max_steps=config.COMPILE_MIN_STEPS - 1)
+    assert (short.fused_loss, short.compile) == (True, False)  # compiling would not pay back
     assert T.configure_optimizer(tiny_model(), fast).defaults["fused"] is True
 
 
