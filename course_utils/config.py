@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 PROFILE_ENV = "COURSE_PROFILE"
-COMPILE_MIN_STEPS = 500  # Profile.lm_speedups: shorter runs train without torch.compile
 CACHE_ENV = "COURSE_CACHE"
+COMPILE_MIN_STEPS = 500  # Profile.lm_speedups: shorter runs train without torch.compile
 
 
 @dataclass(frozen=True)

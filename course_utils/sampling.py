@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from .config import compiler_available  # noqa: F401 (re-exported: tests patch it here)
+from .config import compiler_available
 from .vocab import PAD, SEP, Vocab
 
 STOP_CHARS = "。？！"

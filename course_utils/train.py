@@ -74,8 +74,7 @@ class TrainConfig:
         (`profile.lm_speedups`: the fused head and loss only in fp32); `overrides` win."""
         base = dict(max_steps=profile.max_steps, lr=profile.lr, warmup_steps=profile.warmup_steps,
                     eval_interval=profile.eval_interval, eval_iters=profile.eval_iters,
-                    **profile.lm_speedups(overrides.get("precision", "fp32"),
-                                          overrides.get("max_steps", profile.max_steps)))
+                    **profile.lm_speedups(overrides.get("precision", "fp32"), overrides.get("max_steps")))
         base.update(overrides)
         return cls(**base)
 
