@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import time
 
 import torch
@@ -49,6 +50,15 @@ def time_interleaved(runs: dict, repeats: int, device: torch.device | str = "cpu
             sync(device)
             seconds[name].append(time.perf_counter() - t0)
     return seconds
+
+
+def paired_ratio(slow: list[float], fast: list[float]) -> str:
+    """How many times faster `fast` ran than `slow`, from seconds timed in the same interleaved
+    repeats: the median of the per-repeat ratios slow[i] / fast[i], with their range. A pair is
+    timed back to back, so a slow patch of a shared machine hits both of its sides."""
+    ratios = sorted(s / f for s, f in zip(slow, fast, strict=True))
+    return (f"{statistics.median(ratios):.2f}x" + (f" (per repeat {ratios[0]:.2f}-{ratios[-1]:.2f})"
+                                                   if len(ratios) > 1 else ""))
 
 
 def make_parser(prog: str, description: str, threads: int = 1):

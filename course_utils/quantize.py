@@ -22,13 +22,41 @@ from torch import nn
 
 QMAX = 127  # symmetric int8 uses -127..127 (dropping -128 keeps the grid symmetric around 0)
 UMAX = 255  # asymmetric uses uint8 0..255 and a zero point
-# PyTorch's CPU kernel for float activations times int8 weights with one scale per output row
-# (`torch._weight_int8pack_mm`, which gpt-fast's weight-only int8 calls on a CPU): it reads the
-# int8 codes directly, where `F.linear(x, q.float())` first writes a float copy of the whole
-# matrix. A private op (leading underscore), used only where it exists and only when asked
-# (`quantize_model(..., kernel=True)`): on the CPUs this book was measured on it was slower
-# than the float copy, at one token per call and far more so over whole windows (chapter 09).
+# How an Int8Linear multiplies (`quantize_model(..., kernel=...)`); each chapter-09 measured:
+# - "float": convert the int8 codes to float at every call, then the same float product as fp32
+#   (any device and dtype; saves memory, never time);
+# - "int8pack": PyTorch's CPU kernel for float inputs times int8 weights with one scale per
+#   output row (`torch._weight_int8pack_mm`, which gpt-fast's weight-only int8 calls on a
+#   CPU): no float copy, but on the CPUs this book was measured on it was slower than the float
+#   copy, at one token per call and far more so over whole windows;
+# - "int_mm": quantize each input row to int8 too, with its own scale, and multiply int8 by int8
+#   into int32 with `torch._int_mm` (oneDNN's integer kernels on x86), then rescale: the idea
+#   of PyTorch's dynamic int8, in plain tensor operations, so `torch.compile` can fuse the
+#   rounding of the inputs into the kernels around it and keep a whole decode step in one
+#   graph (torch.ao's packed modules stop a compiled graph).
+# Private ops (leading underscore): a kernel this PyTorch lacks falls back to "float".
+KERNELS = ("float", "int8pack", "int_mm")
 INT8_MM = hasattr(torch, "_weight_int8pack_mm")
+INT_MM = hasattr(torch, "_int_mm")
+
+
+def _kernel_available(kernel: str) -> bool:
+    return {"float": True, "int8pack": INT8_MM, "int_mm": INT_MM}[kernel]
+
+
+def check_kernel(kernel: str) -> str:
+    """`kernel`, if it names one of KERNELS; a ValueError listing them otherwise."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(map(repr, KERNELS))}, got {kernel!r}")
+    return kernel
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one scale per row of a (rows, features) float tensor: the dynamic
+    quantization of activations (their range is known only at run time). An all-zero row gets a
+    tiny scale and zero codes."""
+    scale = x.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / QMAX
+    return (x / scale).round().clamp(-QMAX, QMAX).to(torch.int8), scale
 
 
 # ---------------------------------------------------------------------------- tensors
@@ -104,7 +132,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("scale", torch.ones(out_features if per_channel else 1, 1))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-        self.use_kernel = False  # True: multiply with torch._weight_int8pack_mm (see INT8_MM)
+        self.kernel = "float"  # how to multiply: one of KERNELS (see there)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, per_channel: bool = True) -> Int8Linear:
@@ -129,9 +157,16 @@ class Int8Linear(nn.Module):
         return dequantize(self.weight_int8, self.scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.use_kernel and x.dtype == torch.float32 and x.device.type == "cpu":
+        on_cpu = x.dtype == torch.float32 and x.device.type == "cpu"
+        if self.kernel == "int_mm" and on_cpu:
+            # int8 inputs (one scale per row) times int8 codes, summed exactly in int32 by one
+            # kernel, then both scales: y = (xq q^T) * s_x * s_w
+            xq, x_scale = quantize_rows(x.reshape(-1, self.in_features))
+            y = torch._int_mm(xq, self.weight_int8.t()).to(x.dtype) * (x_scale * self.scale.view(1, -1))
+            y = y.view(*x.shape[:-1], self.out_features)
+        elif self.kernel == "int8pack" and on_cpu:
             # One kernel multiplies the float inputs by the int8 codes and scales each output
-            # row: no float copy of the weight is made at every call (see INT8_MM).
+            # row: no float copy of the weight is made at every call.
             scale = self.scale.view(-1).expand(self.out_features).contiguous()  # per tensor too
             y = torch._weight_int8pack_mm(x.reshape(-1, self.in_features).contiguous(),
                                           self.weight_int8, scale)
@@ -141,9 +176,9 @@ class Int8Linear(nn.Module):
         return y if self.bias is None else y + self.bias.to(x.dtype)
 
     def extra_repr(self) -> str:
+        how = {"float": "float copy", "int8pack": "int8 weights", "int_mm": "int8 x int8"}[self.kernel]
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, per_channel={self.per_channel}, "
-                f"kernel={'int8' if self.use_kernel else 'float copy'}")
+                f"bias={self.bias is not None}, per_channel={self.per_channel}, kernel={how}")
 
 
 class Int8Embedding(nn.Module):
@@ -177,17 +212,20 @@ def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def quantize_model(model: nn.Module, per_channel: bool = True, tie_aware: bool = True,
-                   skip: tuple[str, ...] = (), kernel: bool = False) -> nn.Module:
+                   skip: tuple[str, ...] = (), kernel: str = "float") -> nn.Module:
     """A copy of `model` with every nn.Linear (except names in `skip`) swapped for Int8Linear.
 
     With `tie_aware`, a Linear that shares its weight with an nn.Embedding (GPT's lm_head
     and tok_emb) becomes an Int8Linear reading the int8 table of an Int8Embedding that
     replaces the embedding: tied before, tied after, stored once. Without it the head gets
     its own int8 copy and the embedding stays float32 (the weights are no longer shared).
-    The layers convert the codes to float at every call; with `kernel` (where PyTorch has
-    it, see INT8_MM) they call PyTorch's int8 kernel instead: the same result, at a speed that
-    depends on the CPU (chapter 09 measures it).
+    `kernel` says how the layers multiply (KERNELS): "float" (the default) converts the codes
+    to float at every call; "int8pack" multiplies float inputs by the int8 codes in one kernel
+    (the same result); "int_mm" rounds the inputs to int8 too and multiplies integers (a
+    slightly different result: chapter 09 measures the loss). A kernel this PyTorch lacks
+    falls back to "float". Speed depends on the CPU (chapter 09 and bench/generation.py).
     """
+    check_kernel(kernel)
     model = copy.deepcopy(model)  # deepcopy keeps tied parameters tied
     embeddings = {id(m.weight): name for name, m in model.named_modules() if isinstance(m, nn.Embedding)}
     linears = [(name, m) for name, m in model.named_modules()
@@ -202,7 +240,7 @@ def quantize_model(model: nn.Module, per_channel: bool = True, tie_aware: bool =
             _set_module(model, name, Int8Linear.from_linear(linear, per_channel))
     for m in model.modules():
         if isinstance(m, Int8Linear):
-            m.use_kernel = kernel and INT8_MM
+            m.kernel = kernel if _kernel_available(kernel) else "float"
     return model
 
 
@@ -304,15 +342,17 @@ def logits_agreement(reference: nn.Module, other: nn.Module, x: torch.Tensor) ->
 
 
 @torch.no_grad()
-def forward_ms(model: nn.Module, x: torch.Tensor, repeats: int = 3, threads: int | None = None) -> float:
-    """Milliseconds of one forward pass over the batch `x` (best of `repeats`, after a warm-up),
-    on `threads` CPU threads (None: the current setting)."""
+def forward_ms(model: nn.Module, x: torch.Tensor, repeats: int = 3, threads: int | None = None,
+               warmup: bool = True) -> float:
+    """Milliseconds of one forward pass over the batch `x` (best of `repeats`, after a warm-up
+    pass unless `warmup` is False), on `threads` CPU threads (None: the current setting)."""
     import time
 
     from .measure import num_threads
 
     with num_threads(threads):
-        model(x)
+        if warmup:
+            model(x)
         best = float("inf")
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -344,10 +384,15 @@ def measure(model: nn.Module, *, val_source=None, eval_iters: int = 10, prompt=N
 
 
 def compare(models: dict, *, val_source=None, eval_iters: int = 10, prompt=None, new_tokens: int = 64,
-            batch=None, rounds: int = 3, threads: int | None = None, progress: bool = False):
+            batch=None, rounds: int = 3, threads: int | None = None, progress: bool = False,
+            compile: bool = False, skip_loss: Iterable[str] = ()):
     """`measure` for several models, with the timings interleaved: in each of `rounds` rounds
     every model is timed once (the order alternates), and each model's best round is kept,
-    so a slow patch of a shared machine hits all of them alike. Returns a DataFrame."""
+    so a slow patch of a shared machine hits all of them alike. With `compile`, generation
+    uses the compiled decode step (`generate(..., compile=True)`), after one untimed
+    generation per model that compiles it. `skip_loss`: names of models whose validation loss
+    is left out (NaN), for one slow to evaluate whose loss is checked another way. Returns a
+    DataFrame."""
     import pandas as pd
 
     from .measure import evaluate
@@ -356,21 +401,31 @@ def compare(models: dict, *, val_source=None, eval_iters: int = 10, prompt=None,
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be a whole number >= 1, got {rounds!r}")
     names = list(models)
+    skip_loss = set(skip_loss)
+    if skip_loss - set(names):
+        raise ValueError(f"skip_loss names no model: {sorted(skip_loss - set(names))}; the models are {names}")
     times: dict[str, dict[str, list[float]]] = {n: {"ms_per_token": [], "ms_per_batch": []} for n in names}
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=rounds * len(names) + (len(names) if val_source is not None else 0),
                    desc="measuring", unit="run")
+    if compile and prompt is not None:
+        from .sampling import generate
+
+        for m in models.values():   # compiles the step and the slide's prefill: not timed
+            generate(m, prompt, new_tokens, temperature=0, compile=True)
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             m = models[name]
             if prompt is not None:
-                rate = tokens_per_second(m, prompt, new_tokens, repeats=1, threads=threads)
+                rate = tokens_per_second(m, prompt, new_tokens, repeats=1, threads=threads, compile=compile)
                 times[name]["ms_per_token"].append(1000 / rate)
             if batch is not None:
                 device = next(m.parameters()).device
-                times[name]["ms_per_batch"].append(forward_ms(m, batch.to(device), 1, threads))
+                # the first round warms each model up; later rounds time it warm, without
+                # another untimed pass (a slow model's warm-up would cost as much as its timing)
+                times[name]["ms_per_batch"].append(forward_ms(m, batch.to(device), 1, threads, warmup=r == 0))
             if progress:
                 bar.update(1)
     rows = {}
@@ -379,7 +434,8 @@ def compare(models: dict, *, val_source=None, eval_iters: int = 10, prompt=None,
         row = {"size_MB": state_dict_bytes(m) / 1e6}
         row.update({k: min(v) for k, v in times[name].items() if v})
         if val_source is not None:
-            row["val_loss"] = evaluate(m, val_source, eval_iters, next(m.parameters()).device)
+            row["val_loss"] = (float("nan") if name in skip_loss
+                               else evaluate(m, val_source, eval_iters, next(m.parameters()).device))
             if progress:
                 bar.update(1)
         rows[name] = row

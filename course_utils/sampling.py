@@ -238,19 +238,47 @@ def _compiled_decode_step():
     return torch.compile(decode_step, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
 
 
-def _step(model, token, pos, caches, keys, values, compile: bool) -> torch.Tensor:
-    """The next logits (B, V) for one new token, through the static caches (lengths advanced);
-    `keys`/`values` are the caches' buffers, listed once per cache."""
+@functools.cache
+def _compiled_prefill():
+    # Each slide of the window re-reads its kept half (new positions, so new keys and values):
+    # always `block_size // 2` tokens, one fixed shape, so one compiled graph serves every slide.
+    return torch.compile(prefill, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
+
+
+def _compiled_or_eager(model, compile: bool, compiled, eager, *args):
+    """`compiled()(model, *args)` where `torch.compile` works here, else `eager(model, *args)`;
+    the first failure for a model is said once, and that model is decoded eagerly from then on."""
     if compile and id(model) not in _EAGER_ONLY:
         why = compiler_available()
         if why is None:
             try:
-                return _advance(caches, _compiled_decode_step()(model, token, pos, keys, values))
+                return compiled()(model, *args)
             except Exception as err:  # a failed compilation: say so once, then decode eagerly
                 why = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
         print(f"torch.compile is not available here ({why}): decoding without it")
         _EAGER_ONLY.add(id(model))
-    return _advance(caches, decode_step(model, token, pos, keys, values))
+    return eager(model, *args)
+
+
+def _step(model, token, pos, caches, keys, values, compile: bool) -> torch.Tensor:
+    """The next logits (B, V) for one new token, through the static caches (lengths advanced);
+    `keys`/`values` are the caches' buffers, listed once per cache."""
+    logits = _compiled_or_eager(model, compile, _compiled_decode_step, decode_step, token, pos, keys, values)
+    return _advance(caches, logits)
+
+
+def _prefill(model, window: torch.Tensor, cache: list, compile: bool) -> torch.Tensor:
+    """`prefill` into a new static cache; compiled (with `compile`) for the window a slide keeps,
+    `block_size // 2` tokens, and eager for a prompt of any other length (one graph per shape)."""
+    if window.size(1) != max(1, model.config.block_size // 2):
+        return prefill(model, window, cache)
+
+    def eager(model, window, cache):
+        for c in cache:      # a compilation that failed part-way must not leave positions behind
+            c.crop(0)
+        return prefill(model, window, cache)
+
+    return _compiled_or_eager(model, compile, _compiled_prefill, eager, window, cache)
 
 
 def _advance(caches, logits: torch.Tensor) -> torch.Tensor:
@@ -270,8 +298,9 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
     Rows that emit a stop token stop there and are padded with `<pad>`; generation ends
     when every row has stopped. With `use_cache` each step feeds one token through a
     preallocated KV cache instead of re-running the whole context; with `compile` that
-    step is compiled by `torch.compile` (once per batch size; it falls back to eager mode,
-    saying so, where no C++ compiler is available).
+    step, and the prefill of the half window kept at each slide, are compiled by
+    `torch.compile` (once per batch size; it falls back to eager mode, saying so, where no
+    C++ compiler is available).
     """
     check_settings(temperature, top_k, top_p, repetition_penalty, max_new_tokens)
     idx = _check_prompt(idx)
@@ -298,7 +327,7 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
         if use_cache:
             if cache is None or cached_from != start:
                 cache, cached_from = model.new_cache(), start
-                logits = prefill(model, out[:, start:n], cache)
+                logits = _prefill(model, out[:, start:n], cache, compile)
                 keys, values = [c.k_buf for c in cache], [c.v_buf for c in cache]  # allocated now
             else:
                 pos.fill_(len(cache[0]))

@@ -523,8 +523,9 @@ plt.show()
 # Since a cached step is mostly overhead, removing overhead is what speeds it up:
 # `generate(..., compile=True)` compiles the one-token step (`sampling.decode_step`, written
 # with fixed shapes so that `torch.compile` builds one graph for every step) into fused C++
-# kernels, launched from C++ too (Inductor's `cpp_wrapper`) rather than from Python. Compiling
-# takes seconds, so it pays for long generations and services.
+# kernels, launched from C++ too (Inductor's `cpp_wrapper`) rather than from Python. It also
+# compiles the prefill that refills the cache at each slide, always `block_size // 2` tokens,
+# so one more graph. Compiling takes seconds, so it pays for long generations and services.
 # `bench/generation.py` measures eager, compiled and recomputing decoding side by side for the
 # [benchmarks appendix](../book/benchmarks.md).
 #

@@ -32,7 +32,9 @@
 # - see why one scale *per output channel* beats one per tensor, and which axis that is;
 # - swap a model's Linear layers for an int8 version without breaking the tied embedding;
 # - profile one generated token with `torch.profiler` to see which operators take the time;
-# - measure size, speed and loss of fp32, our int8 and PyTorch's dynamic int8 in one run.
+# - measure size, speed and loss of fp32, our int8 and PyTorch's dynamic int8 in one run;
+# - multiply int8 inputs by int8 weights with plain tensor operations that `torch.compile`
+#   fuses into the decode step, and see int8 beat fp32 per generated token there.
 
 # %%
 from course_utils import config, plots
@@ -54,6 +56,7 @@ import torch.nn.functional as F
 from IPython.display import display
 
 from course_utils import artifacts, quantize
+from course_utils.measure import evaluate
 from course_utils.train import WindowBatches
 
 # Quantized kernels of torch.ao run on the CPU: this chapter keeps the model there.
@@ -266,7 +269,7 @@ if profile.name != "ci":  # the next paragraph and the summary
 # $y = (x\,q^\top) \odot s + b$. It saves memory and disk. Here is the layer, small enough to
 # read. Spelled out like this it cannot be faster than fp32: `self.q.to(x.dtype)` writes a float
 # copy of the whole matrix at every call, and then the same float product runs.
-# `course_utils.quantize.Int8Linear` does the same by default; with `kernel=True` it calls
+# `course_utils.quantize.Int8Linear` does the same by default; with `kernel="int8pack"` it calls
 # `torch._weight_int8pack_mm` instead, a PyTorch CPU kernel that multiplies by the int8 codes
 # directly, with no float copy (a private operator, hence the underscore). Sections 7 and 8
 # measure whether that is faster.
@@ -290,7 +293,7 @@ x_in = torch.randn(4, layer.in_features)
 with torch.no_grad():
     ours, theirs, exact = Int8LinearInline(layer)(x_in), quantize.Int8Linear.from_linear(layer)(x_in), layer(x_in)
 kernel_layer = quantize.Int8Linear.from_linear(layer)
-kernel_layer.use_kernel = quantize.INT8_MM                # where this PyTorch has the kernel
+kernel_layer.kernel = "int8pack" if quantize.INT8_MM else "float"   # where PyTorch has it
 with torch.no_grad():
     assert torch.allclose(ours, kernel_layer(x_in), atol=1e-5)   # the same product, computed directly
 assert torch.allclose(ours, theirs, atol=1e-5)
@@ -354,6 +357,62 @@ with torch.no_grad():
     assert torch.equal(dynamic_model(x_val)[0], quantize.dynamic_int8(model)(x_val)[0])
 
 # %% [markdown]
+# **The same idea in plain tensor operations.** The arithmetic of a dynamic int8 layer is
+# short: round each row of the input to int8 with its own scale, multiply those codes by the
+# int8 weights, summing exactly in int32, and multiply the sums by both scales,
+# $y = (x_q\,q^\top) \odot s_x s_w^\top + b$. PyTorch has the integer product as one operator,
+# `torch._int_mm` (int8 times int8 into int32, run by oneDNN's integer kernels on x86; private,
+# hence the underscore). `Int8Linear` with `kernel="int_mm"` computes exactly this, with
+# `quantize.quantize_rows` for the inputs:
+
+# %%
+def int8_linear_int_mm(x, q, w_scale, bias):     # x (rows, in) float; q (out, in) int8 codes
+    x_scale = x.abs().amax(dim=1, keepdim=True) / 127           # one scale per input row
+    xq = torch.round(x / x_scale).clamp(-127, 127).to(torch.int8)
+    sums = torch._int_mm(xq, q.t())                              # int32: no rounding in the sum
+    return sums.float() * x_scale * w_scale.view(1, -1) + bias
+
+
+int_mm_layer = quantize.Int8Linear.from_linear(layer)
+int_mm_layer.kernel = "int_mm"
+with torch.no_grad():
+    ours = int8_linear_int_mm(x_in, int_mm_layer.weight_int8, int_mm_layer.scale, int_mm_layer.bias)
+    assert torch.allclose(ours, int_mm_layer(x_in), atol=1e-5)
+    weight_only = quantize.Int8Linear.from_linear(layer)(x_in)
+print(f"inline == Int8Linear(kernel='int_mm') ✓; relative error vs fp32 "
+      f"{float((ours - exact).norm() / exact.norm()):.2e} (weight-only int8: "
+      f"{float((weight_only - exact).norm() / exact.norm()):.2e}: rounding the inputs adds error)")
+int_mm_model = quantize.quantize_model(model, kernel="int_mm")
+
+# %% [markdown]
+# Why build it again when torch.ao has it? torch.ao's layers keep their int8 weights in a
+# packed C++ object that `torch.compile` cannot see into, while ours are ordinary tensors.
+# `torch._dynamo.explain` traces chapter 08's decode step (`sampling.decode_step`, the one
+# `generate(..., compile=True)` compiles) for each model and counts the graphs it gets and the
+# *graph breaks* between them, places where compilation stops and Python takes over:
+
+# %%
+from course_utils.sampling import decode_step
+
+
+def trace_decode_step(m):
+    cache = m.new_cache()
+    with torch.no_grad():
+        m(torch.tensor([[1, 2, 3]]), cache=cache)           # three tokens in the cache
+        torch._dynamo.reset()
+        return torch._dynamo.explain(decode_step)(m, torch.tensor([[4]]), torch.tensor(3),
+                                                  [c.k_buf for c in cache], [c.v_buf for c in cache])
+
+
+traced = {name: trace_decode_step(m) for name, m in
+          {"fp32": model, "int8 dynamic (torch.ao)": dynamic_model, "int8 x int8 (torch._int_mm)": int_mm_model}.items()}
+for name, e in traced.items():
+    first = str(e.break_reasons[0].reason).splitlines()[0] if e.break_reasons else ""
+    print(f"{name:28s} {e.graph_count} graph(s), {e.graph_break_count} break(s) {first}")
+assert traced["int8 x int8 (torch._int_mm)"].graph_break_count == 0
+assert traced["int8 dynamic (torch.ao)"].graph_break_count > 0
+
+# %% [markdown]
 # ## 7. Where the time goes at one token
 #
 # Before timing whole models, look inside one: `torch.profiler` records every PyTorch operator
@@ -361,8 +420,8 @@ with torch.no_grad():
 # calls). `course_utils.measure.op_table` profiles a function and lists the top operators per
 # generated token, plus the time outside any operator (Python, dispatch, the profiler itself).
 # Here: 32 greedy tokens with the KV cache, batch 1, on one thread, for fp32, our int8 (the
-# float copy), our int8 with PyTorch's int8 kernel (`kernel=True`), and the dynamic int8 of
-# section 6.
+# float copy), our int8 with PyTorch's int8 kernel (`kernel="int8pack"`), the dynamic int8 of
+# section 6, and our int8 x int8 layers.
 
 # %%
 from course_utils import measure
@@ -370,8 +429,8 @@ from course_utils.sampling import generate
 
 prompt = torch.tensor([vocab.encode("中国人民")])
 variants = {"fp32": model, "int8 per channel (ours)": int8_model,
-            "int8 per channel, int8 kernel": quantize.quantize_model(model, kernel=True),
-            "int8 dynamic (torch.ao)": dynamic_model}
+            "int8 per channel, int8 kernel": quantize.quantize_model(model, kernel="int8pack"),
+            "int8 dynamic (torch.ao)": dynamic_model, "int8 x int8 (torch._int_mm)": int_mm_model}
 profiles = {name: measure.op_table(lambda m=m: generate(m, prompt, 32, temperature=0),
                                    repeats=3, top=100, per=32, threads=1) for name, m in variants.items()}
 print(config.machine_line())
@@ -381,11 +440,12 @@ display(pd.concat({name: t.head(4) for name, t in profiles.items()}, names=["mod
 # The matrix products of one token sit in a handful of operators: `aten::addmm`/`aten::mm` for
 # fp32 (and for our layers, after they add `aten::_to_copy`/`aten::copy_`: converting every
 # int8 matrix to float at every token), `aten::_weight_int8pack_mm` for the int8 kernel,
-# `quantized::linear_dynamic` for torch.ao. Summing what each version spends per token in its
-# matrix products (and in those conversions):
+# `quantized::linear_dynamic` for torch.ao, `aten::_int_mm` for int8 x int8 (whose rounding of
+# the inputs adds `aten::abs`, `aten::amax`, `aten::round` and more). Summing what each version
+# spends per token in its matrix products (and in those conversions):
 
 # %%
-MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::linear", "aten::_weight_int8pack_mm",
+MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::linear", "aten::_weight_int8pack_mm", "aten::_int_mm",
               "quantized::linear_dynamic", "aten::_to_copy", "aten::copy_")
 matmul_ms = pd.Series({name: t.loc[t.index.isin(MATMUL_OPS), "self ms"].sum() for name, t in profiles.items()})
 total_ms = pd.Series({name: t["self ms"].sum() for name, t in profiles.items()})
@@ -432,7 +492,11 @@ selective = quantize.dynamic_int8(model, only=wins) if wins else None
 # prefill of a long prompt); and the validation loss with `course_utils.train.evaluate` on the
 # same validation windows as chapter 05. Timings run on one CPU thread, as in chapter 08, in
 # three interleaved rounds (every model once per round), keeping each model's best round, so
-# that a busy moment of the machine does not favour one model over another.
+# that a busy moment of the machine does not favour one model over another. One exception: the
+# int8-kernel version computes the same product as our float copy (section 5 checked it), and
+# over whole windows it is so slow (the table shows how slow) that its full validation loss
+# would take longer than everything else here; its loss is checked on two batches instead,
+# after the table.
 
 # %%
 candidates = {
@@ -442,12 +506,13 @@ candidates = {
     "int8 per channel (ours)": int8_model,
     "int8 per channel, int8 kernel": variants["int8 per channel, int8 kernel"],
     "int8 dynamic (torch.ao)": quantize.dynamic_int8(model),
+    "int8 x int8 (torch._int_mm)": int_mm_model,
 }
 if selective is not None:
     candidates["int8 dynamic, only where it won"] = selective
 table = quantize.compare(candidates, val_source=val_source, eval_iters=profile.eval_iters,
                          prompt=prompt, new_tokens=64, batch=x_val, rounds=3, threads=1,
-                         progress=True)
+                         progress=True, skip_loss=["int8 per channel, int8 kernel"])
 table["Δ val loss"] = table["val_loss"] - table.loc["fp32", "val_loss"]
 table["size vs fp32"] = table["size_MB"] / table.loc["fp32", "size_MB"]
 print(config.machine_line())
@@ -497,6 +562,11 @@ if selective is not None:   # what the layer timings predict for it, against wha
     print(f"only where it won: the layer timings save {saved_ms:.3f} ms of fp32's {fp32_ms:.3f} ms per "
           f"token, about x{fp32_ms / (fp32_ms - saved_ms):.2f} expected; measured "
           f"x{speed.loc['int8 dynamic, only where it won'].iloc[0]:.2f}")
+# the int8 kernel computes the same product as the float copy: the same loss, up to float noise
+kernel_loss, copy_loss = (evaluate(m, val_source, 2, "cpu") for m in (variants["int8 per channel, int8 kernel"],
+                                                                     int8_model))
+assert abs(kernel_loss - copy_loss) < 1e-4
+print(f"int8 kernel: validation loss on 2 batches {kernel_loss:.4f}, the float copy's on the same {copy_loss:.4f}")
 kernel_gain = speed.loc["int8 per channel, int8 kernel"] / speed.loc["int8 per channel (ours)"]
 print(f"the int8 kernel against the float copy of the same layers: x{kernel_gain.iloc[0]:.2f} per "
       f"generated token, x{kernel_gain.iloc[1]:.2f} for a batch forward")
@@ -505,12 +575,10 @@ if profile.name != "ci":  # the next list: sizes and losses (not timings: those 
     assert table.loc["int8 dynamic (torch.ao)", "size_MB"] > 2 * table.loc["int8 per channel (ours)", "size_MB"]
     assert loss_gap["int8 per channel (ours)"] < min(loss_gap["int8 per tensor (ours)"],
                                                      loss_gap["int8 dynamic (torch.ao)"])
-    # the kernel computes the same product as the float copy: the same loss, up to float noise
-    assert abs(table.loc["int8 per channel (ours)", "val_loss"]
-               - table.loc["int8 per channel, int8 kernel", "val_loss"]) < 1e-4
     assert loss_gap["bf16 weights"] < 1e-3
     if "int8 dynamic, only where it won" in table.index:
         assert loss_gap["int8 dynamic, only where it won"] <= 0.01
+    assert loss_gap["int8 x int8 (torch._int_mm)"] < min(0.01, loss_gap["int8 dynamic (torch.ao)"])
 
 # %% [markdown]
 # How to read it.
@@ -545,6 +613,44 @@ if profile.name != "ci":  # the next list: sizes and losses (not timings: those 
 #   CPUs with bf16 instructions (`avx512_bf16`, `amx_bf16`: ✓ or ✗ in the machine line above)
 #   multiply bf16 natively and can beat fp32, while others convert bf16 to fp32 and back and
 #   run it slower than fp32 (chapter 07 explains the flags).
+# - **int8 x int8** multiplies integers in one fast kernel, but in eager mode every layer
+#   also runs about ten small operations to round its input (absolute value, maximum, divide,
+#   round, clamp, convert) and to rescale the sums, each a separate call with its own
+#   overhead, where fp32 runs one product. It rounds the inputs as torch.ao does, but with one
+#   scale per input row and per output channel where torch.ao uses one per tensor, and it
+#   loses less (asserted above); its size is our tie-aware int8's.
+#
+# **Compiled.** Those small operations are what `torch.compile` removes: it fuses the rounding
+# and rescaling into the kernels around each product, so a token costs the integer products
+# plus little else. The same models with the compiled decode step of chapter 08
+# (`generate(..., compile=True)`; compiling both takes a while the first time), timed in
+# interleaved rounds as above, on as many new tokens as fill one window after the prompt:
+# no slide, so only the one-token step is compiled, not the prefill a slide would need.
+
+# %%
+import time
+
+compiled_models = {"fp32": model, "int8 x int8 (torch._int_mm)": int_mm_model}
+t0 = time.perf_counter()
+one_window = profile.block_size - prompt.size(1)          # the last new token is never fed back
+compiled = quantize.compare(compiled_models, prompt=prompt, new_tokens=one_window, rounds=5, threads=1,
+                            compile=True, progress=True)
+compile_and_time_s = time.perf_counter() - t0
+eager_ratio = speed.loc["int8 x int8 (torch._int_mm)"].iloc[0]
+compiled_ratio = compiled.loc["fp32", "ms_per_token"] / compiled.loc["int8 x int8 (torch._int_mm)", "ms_per_token"]
+print(config.machine_line())
+print(compiled[["ms_per_token"]].rename(columns={"ms_per_token": "ms per token, compiled step"}).round(3).to_string())
+print(f"int8 x int8 against fp32 per generated token: eager x{eager_ratio:.2f} ({verdict(eager_ratio)} fp32), "
+      f"compiled x{compiled_ratio:.2f} ({verdict(compiled_ratio)} fp32); validation loss "
+      f"{table.loc['int8 x int8 (torch._int_mm)', 'Δ val loss']:+.4f} nats; {one_window} new tokens; "
+      f"compiling and timing took {compile_and_time_s:.0f} s")
+
+# %% [markdown]
+# The line above says which way it went on this machine, eager and compiled. The same model,
+# with the same int8 products, can be slower or faster than fp32 depending on what surrounds
+# those products: quantization pays at one token only when the code around the kernel is
+# lean. `bench/generation.py` repeats this comparison with more rounds, and prints the range
+# of the ratio over them, for the [benchmarks appendix](../book/benchmarks.md).
 #
 # ## 9. Half precision and `torch.compile` on a GPU
 #
@@ -690,11 +796,14 @@ _ = ch09.check_quantize_per_channel(quantize_per_channel)
 #   most $s/2$. A zero point (asymmetric int8) serves one-sided data such as activations.
 # - One scale per output channel follows each row's own range and cuts the error, at no
 #   cost to the matrix product.
-# - `quantize.quantize_model` swaps every Linear for a weight-only `Int8Linear` and keeps the
-#   tied embedding and head as one int8 table; its layers convert the codes to float at every
-#   call, or (`kernel=True`) multiply with PyTorch's int8 kernel `torch._weight_int8pack_mm`.
+# - `quantize.quantize_model` swaps every Linear for an `Int8Linear` and keeps the tied
+#   embedding and head as one int8 table; its layers convert the codes to float at every call,
+#   or multiply with PyTorch's weight-only int8 kernel (`kernel="int8pack"`), or round the
+#   inputs to int8 too and multiply integers with `torch._int_mm` (`kernel="int_mm"`).
 #   PyTorch's `quantize_dynamic` adds int8 kernels (and activation quantization) but keeps the
-#   fp32 embedding beside the int8 head.
+#   fp32 embedding beside the int8 head, and its packed layers break a compiled graph.
+# - Speed at one token is decided by the code around the products as much as by the products:
+#   int8 x int8 pays once `torch.compile` fuses the rounding of the inputs into the step.
 # - `measure.op_table` (torch.profiler) shows where the time of a call goes, operator by
 #   operator: look before you optimise. `quantize.linear_timings` does the same layer by layer,
 #   and `dynamic_int8(model, only=[...])` quantizes only the layers where int8 won (the list

@@ -90,31 +90,67 @@ def test_int8_kernel_and_spelled_out_product_agree(per_channel):
     q = quantize.Int8Linear.from_linear(nn.Linear(64, 40), per_channel=per_channel)
     x = torch.randn(2, 5, 64)[:, ::2]  # not contiguous: the kernel path copies it
     with torch.no_grad():
-        q.use_kernel = True
+        q.kernel = "int8pack"
         fast = q(x)
-        q.use_kernel = False
+        q.kernel = "float"
         slow = q(x)
     assert fast.shape == slow.shape == (2, 3, 40)
     assert torch.allclose(fast, slow, atol=1e-4, rtol=1e-5)
     assert "kernel=float copy" in repr(q)
-    assert quantize.Int8Linear(4, 2).use_kernel is False          # asked for, never by default
+    assert quantize.Int8Linear(4, 2).kernel == "float"          # asked for, never by default
+
+
+def test_quantize_rows_one_scale_per_row():
+    x = torch.tensor([[0.5, -1.0, 0.25], [0.0, 0.0, 0.0], [3.0, 1.5, -3.0]])
+    q, scale = quantize.quantize_rows(x)
+    assert q.dtype == torch.int8 and scale.shape == (3, 1)
+    assert q[0].tolist() == [64, -127, 32] and q[1].tolist() == [0, 0, 0]   # round(0.5 * 127) = 64
+    assert q[2].abs().max() == 127                                         # each row uses the range
+    assert torch.allclose(q * scale, x, atol=float(scale.max()) / 2)
+
+
+@pytest.mark.skipif(not quantize.INT_MM, reason="torch._int_mm missing in this PyTorch")
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_int_mm_kernel_multiplies_the_rounded_inputs_exactly(per_channel):
+    torch.manual_seed(6)
+    q = quantize.Int8Linear.from_linear(nn.Linear(64, 40), per_channel=per_channel)
+    q.kernel = "int_mm"
+    x = torch.randn(2, 5, 64)[:, ::2]
+    with torch.no_grad():
+        y = q(x)
+        # the same arithmetic spelled out in float: round x per row, multiply, rescale
+        xq, xs = quantize.quantize_rows(x.reshape(-1, 64))
+        expected = (xq.double() @ q.weight_int8.double().t() * xs.double() * q.scale.view(1, -1).double()
+                    + q.bias.double()).view(2, 3, 40)
+        exact = x @ q.dequantized_weight().t() + q.bias
+    assert y.shape == (2, 3, 40) and y.dtype == torch.float32
+    assert torch.allclose(y.double(), expected, atol=1e-5)
+    assert float((y - exact).norm() / exact.norm()) < 0.02           # rounding the inputs costs little
+    assert "kernel=int8 x int8" in repr(q)
 
 
 def test_quantize_model_kernel_switch(gpt):
     spelled = quantize.quantize_model(gpt)                      # the default: the float copy
-    fast = quantize.quantize_model(gpt, kernel=True)
+    fast = quantize.quantize_model(gpt, kernel="int8pack")
     layers = [m for m in spelled.modules() if isinstance(m, quantize.Int8Linear)]
-    assert layers and not any(m.use_kernel for m in layers)
-    assert all(m.use_kernel == quantize.INT8_MM for m in fast.modules() if isinstance(m, quantize.Int8Linear))
+    assert layers and all(m.kernel == "float" for m in layers)
+    assert all(m.kernel == ("int8pack" if quantize.INT8_MM else "float")
+               for m in fast.modules() if isinstance(m, quantize.Int8Linear))
     x = torch.randint(0, 60, (2, 16))
     with torch.no_grad():
         assert torch.allclose(spelled(x)[0], fast(x)[0], atol=1e-4)
+        if quantize.INT_MM:   # integer inputs too: close, not equal
+            agree = quantize.logits_agreement(spelled, quantize.quantize_model(gpt, kernel="int_mm"), x)
+            assert agree["top1_agree"] > 0.9 and agree["kl"] < 1e-2
+    with pytest.raises(ValueError, match="kernel must be one of 'float', 'int8pack', 'int_mm'"):
+        quantize.quantize_model(gpt, kernel=True)
 
 
-def test_compiled_int8_decode_step_has_no_graph_break(gpt):
+@pytest.mark.parametrize("kernel", ["float", "int_mm"])
+def test_compiled_int8_decode_step_has_no_graph_break(gpt, kernel):
     from course_utils import sampling
 
-    qmodel = quantize.quantize_model(gpt).eval()
+    qmodel = quantize.quantize_model(gpt, kernel=kernel).eval()
     cache = qmodel.new_cache()
     with torch.no_grad():
         qmodel(torch.tensor([[1, 2, 3]]), cache=cache)
@@ -211,3 +247,8 @@ def test_compare_interleaves_and_tabulates(gpt):
     assert table.loc["int8", "size_MB"] < table.loc["fp32", "size_MB"]
     with pytest.raises(ValueError, match="rounds"):
         quantize.compare(models, rounds=0)
+    skipped = quantize.compare(models, val_source=source, eval_iters=2, skip_loss=["int8"], rounds=1)
+    assert skipped.loc["int8", "val_loss"] != skipped.loc["int8", "val_loss"]       # NaN: not evaluated
+    assert skipped.loc["fp32", "val_loss"] == pytest.approx(table.loc["fp32", "val_loss"])
+    with pytest.raises(ValueError, match="skip_loss names no model: \\['int9'\\]"):
+        quantize.compare(models, skip_loss=["int9"])
