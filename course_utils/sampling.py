@@ -12,9 +12,14 @@ the recomputing path, so the two give identical tokens and the cache stays fast.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import time
-from collections.abc import Iterable, Sequence
+import types
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -227,6 +232,14 @@ def prefill(model, window: torch.Tensor, cache: list,
 
 
 _EAGER_ONLY: set[int] = set()   # ids of models whose step could not be compiled: said once
+COMPILE_MODES = (False, True, "frozen")
+
+
+def check_compile(compile) -> None:
+    """Raise ValueError unless `compile` is one of `COMPILE_MODES`."""
+    if not (compile is False or compile is True or (isinstance(compile, str) and compile == "frozen")):
+        raise ValueError(f"compile must be False (eager), True (compiled step) or 'frozen' (compiled "
+                         f"with the weights frozen in), got {compile!r}")
 
 
 @functools.cache
@@ -245,7 +258,57 @@ def _compiled_prefill():
     return torch.compile(prefill, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
 
 
-def _compiled_or_eager(model, compile: bool, compiled, eager, *args):
+# compile="frozen": Inductor's freezing turns the weights into constants of the compiled code, so it
+# can lay them out ahead of time and, with `max_autotune`, time for each matrix product its own
+# generated micro-GEMM against MKL's prepacked GEMM and keep the faster. Set as global Inductor
+# settings around every call (passed as torch.compile options they did not take effect in torch
+# 2.13); the last two keep the autotuner's tables and statistics out of the output.
+FROZEN_INDUCTOR = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN",
+                   "autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
+_FROZEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> _Frozen
+
+
+class _Frozen(NamedTuple):
+    weights: tuple     # (address, version) of every parameter and buffer when it was compiled
+    step: Callable
+    prefill: Callable
+
+
+def _weights_key(model) -> tuple:
+    # In-place updates (an optimizer step, load_state_dict, p.add_) bump a tensor's version;
+    # replacing `.data` moves its address. Either means the frozen copy is out of date.
+    return tuple((t.data_ptr(), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
+
+
+def _frozen_compile(fn) -> Callable:
+    # A fresh code object per model and weights: Dynamo keeps its compiled graphs per code object,
+    # and its guards check tensors' shapes, not their values, so a shared one could hand a second
+    # model of the same shape the first one's frozen weights.
+    code = fn.__code__.replace()
+    copy = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    compiled = torch.compile(copy, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
+
+    def run(*args):
+        from torch._inductor import config as inductor_config
+
+        with inductor_config.patch(FROZEN_INDUCTOR), warnings.catch_warnings():
+            # torch's own autotuning code calls the deprecated `Tensor.storage()`: not the reader's
+            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+            return compiled(*args)
+    return run
+
+
+def _frozen(model) -> _Frozen:
+    """The model's frozen compiled step and prefill, compiled again when its weights changed."""
+    key = _weights_key(model)
+    entry = _FROZEN.get(model)
+    if entry is None or entry.weights != key:
+        entry = _FROZEN[model] = _Frozen(key, _frozen_compile(decode_step), _frozen_compile(prefill))
+    return entry
+
+
+def _compiled_or_eager(model, compile, compiled, eager, *args):
     """`compiled()(model, *args)` where `torch.compile` works here, else `eager(model, *args)`;
     the first failure for a model is said once, and that model is decoded eagerly from then on."""
     if compile and id(model) not in _EAGER_ONLY:
@@ -260,14 +323,23 @@ def _compiled_or_eager(model, compile: bool, compiled, eager, *args):
     return eager(model, *args)
 
 
-def _step(model, token, pos, caches, keys, values, compile: bool) -> torch.Tensor:
+def _compiled_fns(model, compile) -> tuple[Callable, Callable]:
+    """Factories of the compiled step and slide prefill that `compile` asks for (looked up once
+    per `generate` call: the frozen ones are checked against the model's current weights)."""
+    if compile == "frozen":
+        frozen = _frozen(model)
+        return (lambda: frozen.step), (lambda: frozen.prefill)
+    return _compiled_decode_step, _compiled_prefill
+
+
+def _step(model, token, pos, caches, keys, values, compile, compiled) -> torch.Tensor:
     """The next logits (B, V) for one new token, through the static caches (lengths advanced);
     `keys`/`values` are the caches' buffers, listed once per cache."""
-    logits = _compiled_or_eager(model, compile, _compiled_decode_step, decode_step, token, pos, keys, values)
+    logits = _compiled_or_eager(model, compile, compiled, decode_step, token, pos, keys, values)
     return _advance(caches, logits)
 
 
-def _prefill(model, window: torch.Tensor, cache: list, compile: bool) -> torch.Tensor:
+def _prefill(model, window: torch.Tensor, cache: list, compile, compiled) -> torch.Tensor:
     """`prefill` into a new static cache; compiled (with `compile`) for the window a slide keeps,
     `block_size // 2` tokens, and eager for a prompt of any other length (one graph per shape)."""
     if window.size(1) != max(1, model.config.block_size // 2):
@@ -278,7 +350,7 @@ def _prefill(model, window: torch.Tensor, cache: list, compile: bool) -> torch.T
             c.crop(0)
         return prefill(model, window, cache)
 
-    return _compiled_or_eager(model, compile, _compiled_prefill, eager, window, cache)
+    return _compiled_or_eager(model, compile, compiled, eager, window, cache)
 
 
 def _advance(caches, logits: torch.Tensor) -> torch.Tensor:
@@ -292,7 +364,7 @@ def _advance(caches, logits: torch.Tensor) -> torch.Tensor:
 def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, use_cache: bool = True, *, repetition_penalty: float = 1.0,
              stop_tokens: Iterable[int] | None = None, generator: torch.Generator | None = None,
-             seed: int | None = None, compile: bool = False) -> torch.Tensor:
+             seed: int | None = None, compile: bool | str = False) -> torch.Tensor:
     """Extend `idx` (B, T) by up to `max_new_tokens` tokens; returns the ids, prompt included.
 
     Rows that emit a stop token stop there and are padded with `<pad>`; generation ends
@@ -300,12 +372,17 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
     preallocated KV cache instead of re-running the whole context; with `compile` that
     step, and the prefill of the half window kept at each slide, are compiled by
     `torch.compile` (once per batch size; it falls back to eager mode, saying so, where no
-    C++ compiler is available).
+    C++ compiler is available). `compile="frozen"` also freezes the weights into the compiled
+    code, so Inductor can prepack them and pick the faster of its own GEMM and MKL's for each
+    matrix: faster per token (benchmarks appendix), but its compilation takes longer and is
+    redone whenever the weights have changed since (an optimizer step, `load_state_dict`).
     """
     check_settings(temperature, top_k, top_p, repetition_penalty, max_new_tokens)
+    check_compile(compile)
     idx = _check_prompt(idx)
     device = next(model.parameters()).device
     idx = idx.to(device)
+    compiled = _compiled_fns(model, compile) if compile and use_cache else (None, None)
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
     stops = torch.tensor(sorted(set(stop_tokens or [])), dtype=torch.long, device=device)
@@ -327,12 +404,12 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
         if use_cache:
             if cache is None or cached_from != start:
                 cache, cached_from = model.new_cache(), start
-                logits = _prefill(model, out[:, start:n], cache, compile)
+                logits = _prefill(model, out[:, start:n], cache, compile, compiled[1])
                 keys, values = [c.k_buf for c in cache], [c.v_buf for c in cache]  # allocated now
             else:
                 pos.fill_(len(cache[0]))
                 token.copy_(out[:, n - 1:n])
-                logits = _step(model, token, pos, cache, keys, values, compile)
+                logits = _step(model, token, pos, cache, keys, values, compile, compiled[0])
         else:
             logits = model(out[:, start:n])[0][:, -1, :]
         logits = logits.float()

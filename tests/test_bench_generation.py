@@ -26,7 +26,8 @@ def test_generation_bench_runs_and_prints_ratios(capsys):
     assert "ratio int8 weight-only (from scratch) / fp32" in out
     assert "identical tokens: True" in out
     assert "| int8 dynamic (torch.ao) |" in out and "torch threads:" in out
-    assert "| fp32, compiled step |" in out
+    assert "| fp32, compiled step |" in out and "| KV cache, compiled step, weights frozen |" in out
+    assert "compiled step with the weights frozen / recompute:" in out
     if bench.quantize.INT_MM:
         assert "ratio int8 weights and inputs (torch._int_mm) / fp32, both with the compiled decode step" in out
 

@@ -347,6 +347,32 @@ def test_compiled_decoding_gives_the_tokens_of_recomputation():
     assert torch.equal(*sampled)
 
 
+@pytest.mark.skipif(sampling.compiler_available() is not None, reason="no C++ compiler for torch.compile")
+def test_frozen_compilation_follows_each_model_and_its_weights():
+    from conftest import tiny_gpt
+
+    first, second = tiny_gpt(40, 16, scale=6.0), tiny_gpt(40, 16, seed=1, scale=6.0)
+    prompt = torch.tensor([[5, 9, 17, 4]])
+
+    def frozen_and_recomputed(model):
+        return (sampling.generate(model, prompt, 10, temperature=0, compile="frozen"),
+                sampling.generate(model, prompt, 10, temperature=0, use_cache=False))
+
+    a, want_a = frozen_and_recomputed(first)
+    b, want_b = frozen_and_recomputed(second)         # same shapes, other weights: its own copy
+    assert torch.equal(a, want_a) and torch.equal(b, want_b) and not torch.equal(want_a, want_b)
+    first.load_state_dict(second.state_dict())         # new weights in place: compiled again
+    again, _ = frozen_and_recomputed(first)
+    assert torch.equal(again, want_b)
+
+
+def test_bad_compile_setting_is_named():
+    from conftest import tiny_gpt
+
+    with pytest.raises(ValueError, match="compile must be False.*'frozen'.*got 'fast'"):
+        sampling.generate(tiny_gpt(40, 16), torch.tensor([[3, 4]]), 4, compile="fast")
+
+
 def test_decode_step_compiles_to_one_graph_without_breaks():
     from conftest import tiny_gpt
 
@@ -359,13 +385,14 @@ def test_decode_step_compiles_to_one_graph_without_breaks():
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
 
 
-def test_no_compiler_means_eager_with_one_message(monkeypatch, capsys):
+@pytest.mark.parametrize("compile", [True, "frozen"])
+def test_no_compiler_means_eager_with_one_message(monkeypatch, capsys, compile):
     from conftest import tiny_gpt
 
     monkeypatch.setattr(sampling, "compiler_available", lambda: "no C++ compiler (test)")
     model = tiny_gpt(40, 16, scale=4.0)
     prompt = torch.tensor([[5, 9, 17]])
-    out = sampling.generate(model, prompt, 6, temperature=0, compile=True)
+    out = sampling.generate(model, prompt, 6, temperature=0, compile=compile)
     assert torch.equal(out, sampling.generate(model, prompt, 6, temperature=0, use_cache=False))
     assert capsys.readouterr().out.count("torch.compile is not available here") == 1
     sampling._EAGER_ONLY.discard(id(model))
