@@ -231,6 +231,19 @@ def prefill(model, window: torch.Tensor, cache: list,
     return model.lm_head(h[torch.arange(h.size(0), device=h.device), lengths - 1])
 
 
+def explain_decode_step(model, cached: int = 3):
+    """What `torch.compile` makes of one `decode_step` of `model` (batch 1, after a prefill of
+    `cached` tokens): `torch._dynamo.explain`'s report, with `graph_count`, `graph_break_count`
+    and `break_reasons`. Dynamo is reset first so that no earlier compilation answers for it
+    (compiled functions recompile on their next call)."""
+    cache = model.new_cache()
+    with torch.no_grad():
+        model(torch.arange(1, cached + 1)[None], cache=cache)
+        torch._dynamo.reset()
+        return torch._dynamo.explain(decode_step)(model, torch.tensor([[cached + 1]]), torch.tensor(cached),
+                                                  [c.k_buf for c in cache], [c.v_buf for c in cache])
+
+
 _EAGER_ONLY: set[int] = set()   # ids of models whose step could not be compiled: said once
 COMPILE_MODES = (False, True, "frozen")
 
@@ -260,12 +273,44 @@ def _compiled_prefill():
 
 # compile="frozen": Inductor's freezing turns the weights into constants of the compiled code, so it
 # can lay them out ahead of time and, with `max_autotune`, time for each matrix product its own
-# generated micro-GEMM against MKL's prepacked GEMM and keep the faster. Set as global Inductor
-# settings around every call (passed as torch.compile options they did not take effect in torch
-# 2.13); the last two keep the autotuner's tables and statistics out of the output.
-FROZEN_INDUCTOR = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN",
-                   "autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
+# generated micro-GEMM against MKL's prepacked GEMM and keep the faster. Dynamo reads `freezing`
+# while it traces, so these must be global settings during a call that compiles (as torch.compile
+# options, freezing did not take effect in torch 2.13); set around every call they cost about a
+# sixth of a step here, so `_FrozenFunction` sets them only for inputs of a shape it has not seen
+# (should Dynamo recompile for another reason, that graph reads the weights as inputs: slower,
+# never stale).
+# The last two keep the autotuner's tables and statistics out of the output.
+FROZEN_INDUCTOR = {"cpp_wrapper": True, "freezing": True, "max_autotune": True,
+                   "max_autotune_gemm_backends": "CPP,ATEN", "autotune_num_choices_displayed": 0,
+                   "max_autotune_report_choices_stats": False}
 _FROZEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> _Frozen
+
+
+class _FrozenFunction:
+    """`fn` compiled with the weights frozen in, on a fresh copy of its code: Dynamo keeps its
+    compiled graphs per code object, so each model (and each version of its weights) gets its own."""
+
+    def __init__(self, fn):
+        copy = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__,
+                                  fn.__closure__)
+        copy.__kwdefaults__ = fn.__kwdefaults__
+        self.compiled = torch.compile(copy, fullgraph=True, dynamic=False)
+        self.shapes: set = set()     # the inputs' shapes (strides, dtypes) compiled so far
+
+    def __call__(self, *args):
+        # what Dynamo's guards check of each tensor: a new combination is a new compilation
+        shapes = tuple((t.shape, t.stride(), t.dtype, t.requires_grad) for a in args
+                       for t in (a if isinstance(a, (list, tuple)) else [a]) if isinstance(t, torch.Tensor))
+        if shapes in self.shapes:
+            return self.compiled(*args)
+        from torch._inductor import config as inductor_config
+
+        with inductor_config.patch(FROZEN_INDUCTOR), warnings.catch_warnings():
+            # torch's own autotuning code calls the deprecated `Tensor.storage()`: not the reader's
+            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+            out = self.compiled(*args)
+        self.shapes.add(shapes)
+        return out
 
 
 class _Frozen(NamedTuple):
@@ -280,31 +325,12 @@ def _weights_key(model) -> tuple:
     return tuple((t.data_ptr(), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
 
 
-def _frozen_compile(fn) -> Callable:
-    # A fresh code object per model and weights: Dynamo keeps its compiled graphs per code object,
-    # and its guards check tensors' shapes, not their values, so a shared one could hand a second
-    # model of the same shape the first one's frozen weights.
-    code = fn.__code__.replace()
-    copy = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-    copy.__kwdefaults__ = fn.__kwdefaults__
-    compiled = torch.compile(copy, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
-
-    def run(*args):
-        from torch._inductor import config as inductor_config
-
-        with inductor_config.patch(FROZEN_INDUCTOR), warnings.catch_warnings():
-            # torch's own autotuning code calls the deprecated `Tensor.storage()`: not the reader's
-            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
-            return compiled(*args)
-    return run
-
-
 def _frozen(model) -> _Frozen:
     """The model's frozen compiled step and prefill, compiled again when its weights changed."""
     key = _weights_key(model)
     entry = _FROZEN.get(model)
     if entry is None or entry.weights != key:
-        entry = _FROZEN[model] = _Frozen(key, _frozen_compile(decode_step), _frozen_compile(prefill))
+        entry = _FROZEN[model] = _Frozen(key, _FrozenFunction(decode_step), _FrozenFunction(prefill))
     return entry
 
 

@@ -526,8 +526,17 @@ plt.show()
 # kernels, launched from C++ too (Inductor's `cpp_wrapper`) rather than from Python. It also
 # compiles the prefill that refills the cache at each slide, always `block_size // 2` tokens,
 # so one more graph. Compiling takes seconds, so it pays for long generations and services.
-# `bench/generation.py` measures eager, compiled and recomputing decoding side by side for the
-# [benchmarks appendix](../book/benchmarks.md).
+#
+# `compile="frozen"` goes one step further, for a model that is done training. Inductor's
+# *freezing* turns the weights into constants of the compiled code, so it can lay each matrix
+# out ahead of time, and its autotuner times, for each matrix, a micro-GEMM it generates for
+# exactly that shape against MKL's prepacked one, and keeps the faster. The price: a longer
+# compilation, and a compiled copy that is stale the moment the weights change. `generate`
+# watches for that (an optimizer step or `load_state_dict` bumps every tensor's version
+# counter) and compiles again; it also keeps one copy per model, because the compiled code's
+# checks look at shapes, not values, and another model of the same shape would pass them.
+# `bench/generation.py` measures eager, compiled, frozen and recomputing decoding side by side
+# for the [benchmarks appendix](../book/benchmarks.md).
 #
 # ## 9. Try it: the sampling sliders
 #

@@ -376,12 +376,7 @@ def test_bad_compile_setting_is_named():
 def test_decode_step_compiles_to_one_graph_without_breaks():
     from conftest import tiny_gpt
 
-    model = tiny_gpt(40, 16)
-    cache = model.new_cache()
-    with torch.no_grad():
-        model(torch.tensor([[3, 4, 5]]), cache=cache)
-        explanation = torch._dynamo.explain(sampling.decode_step)(
-            model, torch.tensor([[6]]), torch.tensor(3), [c.k_buf for c in cache], [c.v_buf for c in cache])
+    explanation = sampling.explain_decode_step(tiny_gpt(40, 16))
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
 
 
