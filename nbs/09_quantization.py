@@ -389,22 +389,14 @@ int_mm_model = quantize.quantize_model(model, kernel="int_mm")
 # packed C++ object that `torch.compile` cannot see into, while ours are ordinary tensors.
 # `torch._dynamo.explain` traces chapter 08's decode step (`sampling.decode_step`, the one
 # `generate(..., compile=True)` compiles) for each model and counts the graphs it gets and the
-# *graph breaks* between them, places where compilation stops and Python takes over:
+# *graph breaks* between them, places where compilation stops and Python takes over.
+# `sampling.explain_decode_step(m)` fills a cache with three tokens, resets Dynamo (so that no
+# earlier compilation answers instead) and runs `torch._dynamo.explain(decode_step)` on one step:
 
 # %%
-from course_utils.sampling import decode_step
+from course_utils.sampling import explain_decode_step
 
-
-def trace_decode_step(m):
-    cache = m.new_cache()
-    with torch.no_grad():
-        m(torch.tensor([[1, 2, 3]]), cache=cache)           # three tokens in the cache
-        torch._dynamo.reset()
-        return torch._dynamo.explain(decode_step)(m, torch.tensor([[4]]), torch.tensor(3),
-                                                  [c.k_buf for c in cache], [c.v_buf for c in cache])
-
-
-traced = {name: trace_decode_step(m) for name, m in
+traced = {name: explain_decode_step(m) for name, m in
           {"fp32": model, "int8 dynamic (torch.ao)": dynamic_model, "int8 x int8 (torch._int_mm)": int_mm_model}.items()}
 for name, e in traced.items():
     first = str(e.break_reasons[0].reason).splitlines()[0] if e.break_reasons else ""
