@@ -245,12 +245,11 @@ def explain_decode_step(model, cached: int = 3):
 
 
 _EAGER_ONLY: set[int] = set()   # ids of models whose step could not be compiled: said once
-COMPILE_MODES = (False, True, "frozen")
 
 
 def check_compile(compile) -> None:
-    """Raise ValueError unless `compile` is one of `COMPILE_MODES`."""
-    if not (compile is False or compile is True or (isinstance(compile, str) and compile == "frozen")):
+    """Raise ValueError unless `compile` is False, True or "frozen"."""
+    if not (isinstance(compile, bool) or (isinstance(compile, str) and compile == "frozen")):
         raise ValueError(f"compile must be False (eager), True (compiled step) or 'frozen' (compiled "
                          f"with the weights frozen in), got {compile!r}")
 
@@ -334,14 +333,15 @@ def _frozen(model) -> _Frozen:
     return entry
 
 
-def _compiled_or_eager(model, compile, compiled, eager, *args):
-    """`compiled()(model, *args)` where `torch.compile` works here, else `eager(model, *args)`;
-    the first failure for a model is said once, and that model is decoded eagerly from then on."""
-    if compile and id(model) not in _EAGER_ONLY:
+def _compiled_or_eager(model, compiled, eager, *args):
+    """`compiled(model, *args)` where there is one (not None) and `torch.compile` works here, else
+    `eager(model, *args)`; the first failure for a model is said once, and that model is decoded
+    eagerly from then on."""
+    if compiled is not None and id(model) not in _EAGER_ONLY:
         why = compiler_available()
         if why is None:
             try:
-                return compiled()(model, *args)
+                return compiled(model, *args)
             except Exception as err:  # a failed compilation: say so once, then decode eagerly
                 why = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
         print(f"torch.compile is not available here ({why}): decoding without it")
@@ -349,24 +349,28 @@ def _compiled_or_eager(model, compile, compiled, eager, *args):
     return eager(model, *args)
 
 
-def _compiled_fns(model, compile) -> tuple[Callable, Callable]:
-    """Factories of the compiled step and slide prefill that `compile` asks for (looked up once
-    per `generate` call: the frozen ones are checked against the model's current weights)."""
+def _compiled_fns(model, compile) -> tuple[Callable | None, Callable | None]:
+    """The compiled step and slide prefill that `compile` asks for, or (None, None) for eager
+    decoding; looked up once per `generate` call (the frozen ones are checked against the
+    model's current weights)."""
+    if not compile:
+        return None, None
     if compile == "frozen":
         frozen = _frozen(model)
-        return (lambda: frozen.step), (lambda: frozen.prefill)
-    return _compiled_decode_step, _compiled_prefill
+        return frozen.step, frozen.prefill
+    return _compiled_decode_step(), _compiled_prefill()
 
 
-def _step(model, token, pos, caches, keys, values, compile, compiled) -> torch.Tensor:
+def _step(model, token, pos, caches, keys, values, compiled) -> torch.Tensor:
     """The next logits (B, V) for one new token, through the static caches (lengths advanced);
-    `keys`/`values` are the caches' buffers, listed once per cache."""
-    logits = _compiled_or_eager(model, compile, compiled, decode_step, token, pos, keys, values)
+    `keys`/`values` are the caches' buffers, listed once per cache; `compiled`: the compiled
+    `decode_step`, or None."""
+    logits = _compiled_or_eager(model, compiled, decode_step, token, pos, keys, values)
     return _advance(caches, logits)
 
 
-def _prefill(model, window: torch.Tensor, cache: list, compile, compiled) -> torch.Tensor:
-    """`prefill` into a new static cache; compiled (with `compile`) for the window a slide keeps,
+def _prefill(model, window: torch.Tensor, cache: list, compiled) -> torch.Tensor:
+    """`prefill` into a new static cache; through `compiled` (if not None) for the window a slide keeps,
     `block_size // 2` tokens, and eager for a prompt of any other length (one graph per shape)."""
     if window.size(1) != max(1, model.config.block_size // 2):
         return prefill(model, window, cache)
@@ -376,7 +380,7 @@ def _prefill(model, window: torch.Tensor, cache: list, compile, compiled) -> tor
             c.crop(0)
         return prefill(model, window, cache)
 
-    return _compiled_or_eager(model, compile, compiled, eager, window, cache)
+    return _compiled_or_eager(model, compiled, eager, window, cache)
 
 
 def _advance(caches, logits: torch.Tensor) -> torch.Tensor:
@@ -408,7 +412,7 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
     idx = _check_prompt(idx)
     device = next(model.parameters()).device
     idx = idx.to(device)
-    compiled = _compiled_fns(model, compile) if compile and use_cache else (None, None)
+    compiled_step, compiled_prefill = _compiled_fns(model, compile if use_cache else False)
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
     stops = torch.tensor(sorted(set(stop_tokens or [])), dtype=torch.long, device=device)
@@ -430,12 +434,12 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
         if use_cache:
             if cache is None or cached_from != start:
                 cache, cached_from = model.new_cache(), start
-                logits = _prefill(model, out[:, start:n], cache, compile, compiled[1])
+                logits = _prefill(model, out[:, start:n], cache, compiled_prefill)
                 keys, values = [c.k_buf for c in cache], [c.v_buf for c in cache]  # allocated now
             else:
                 pos.fill_(len(cache[0]))
                 token.copy_(out[:, n - 1:n])
-                logits = _step(model, token, pos, cache, keys, values, compile, compiled[0])
+                logits = _step(model, token, pos, cache, keys, values, compiled_step)
         else:
             logits = model(out[:, start:n])[0][:, -1, :]
         logits = logits.float()
