@@ -65,7 +65,7 @@ execute: env
 	for nb in $(NBS); do \
 	  COURSE_PROFILE=cpu $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=3600 --ExecutePreprocessor.kernel_name=python3 $$nb || exit 1; \
-	  $(PY) -m course_utils.nbclean $$nb; \
+	  $(PY) tools/nbclean.py $$nb; \
 	done
 
 sync: env
@@ -77,7 +77,7 @@ bench: env
 # The models the site runs in the reader's browser (book/_static/models/), exported from the
 # cached `cpu` models of chapters 05 and 11 (trained first if missing), and their size/loss table.
 browser-models: env
-	$(PY) -m course_utils.export browser --profile $${COURSE_PROFILE:-cpu}
+	$(PY) tools/browser_models.py --profile $${COURSE_PROFILE:-cpu}
 
 # Every chapter in order from an empty cache, timed (29 min under cpu on a 2-core Xeon): book/runtimes.md
 runtimes: env

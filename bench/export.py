@@ -23,10 +23,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
 
-from _common import machine_info, make_parser, setup, time_interleaved  # noqa: E402
+from _common import make_parser, setup  # noqa: E402
 
 from course_utils import artifacts, export, quantize  # noqa: E402
 from course_utils.sampling import generate  # noqa: E402
+from course_utils.timing import machine_info, time_interleaved  # noqa: E402
 
 DEFAULT_REPEATS = {"ci": 2, "cpu": 5, "gpu": 5}
 PROMPT_TOKENS = 8

@@ -23,12 +23,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
 
-from _common import machine_info, make_parser, setup, time_interleaved  # noqa: E402
+from _common import make_parser, setup  # noqa: E402
 
 from course_utils import artifacts, config, data, finetune  # noqa: E402
-from course_utils.datasets import LabeledTexts  # noqa: E402
+from course_utils.batches import DatasetBatches, LabeledTexts  # noqa: E402
 from course_utils.model import GPT, GPTConfig  # noqa: E402
-from course_utils.train import DatasetBatches, TrainConfig, configure_optimizer  # noqa: E402
+from course_utils.timing import machine_info, time_interleaved  # noqa: E402
+from course_utils.train import TrainConfig, configure_optimizer  # noqa: E402
 
 DEFAULTS = {"ci": (2, 2), "cpu": (10, 5), "gpu": (20, 5)}  # (timed steps per block, repeats)
 LAYER_KINDS = ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")
@@ -76,7 +77,7 @@ def bench(profile, steps: int, repeats: int, rank: int, device) -> dict:
         runs[name] = run
         rows[name] = {"trainable": trainable, "share": trainable / sum(p.numel() for p in model.parameters()),
                       "state_mb": 3 * 4 * trainable / 2**20}
-    seconds = time_interleaved(runs, repeats, device)
+    seconds = time_interleaved(runs, repeats, device=device)
     for name, secs in seconds.items():
         rows[name]["ms_per_step"] = [1000 * s / steps for s in secs]
     return {"rows": rows, "parameters": base.num_parameters(), "batch": profile.batch_size}

@@ -29,11 +29,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
 
-from _common import machine_info, make_parser, paired_ratio, setup, time_interleaved  # noqa: E402
+from _common import make_parser, setup  # noqa: E402
 
 from course_utils import artifacts, quantize  # noqa: E402
-from course_utils.sampling import compiler_available, generate  # noqa: E402
-from course_utils.train import WindowBatches, evaluate  # noqa: E402
+from course_utils.batches import WindowBatches  # noqa: E402
+from course_utils.config import compiler_available  # noqa: E402
+from course_utils.evaluation import evaluate  # noqa: E402
+from course_utils.sampling import generate  # noqa: E402
+from course_utils.timing import linear_timings, machine_info, paired_ratio, time_interleaved  # noqa: E402
 
 DEFAULT_REPEATS = {"ci": 2, "cpu": 9, "gpu": 9}
 INT_MM = "int8 weights and inputs (torch._int_mm)"
@@ -73,7 +76,7 @@ def bench(profile, new_tokens: int, repeats: int) -> dict:
     if quantize.INT_MM:
         models[INT_MM] = quantize.quantize_model(model, kernel="int_mm")
     # ... and dynamic int8 only for the layers where int8 beat fp32 alone, at one row per call
-    wins = [name for t in quantize.linear_timings(model, rows=1) if t["int8_us"] < t["fp32_us"]
+    wins = [name for t in linear_timings(model, rows=1) if t["int8_us"] < t["fp32_us"]
             for name in t["names"]]
     if wins:
         models["int8 dynamic, only where it won (torch.ao)"] = quantize.dynamic_int8(model, only=wins)

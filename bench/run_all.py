@@ -23,12 +23,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # run from a source checkout
 
-from course_utils.vocab import atomic_write_text  # noqa: E402
+import torch  # noqa: E402
+
+from course_utils.files import atomic_write_text  # noqa: E402
+from course_utils.timing import cpu_flags, cpu_model, load_average  # noqa: E402
 
 
 def machine_section(profile: str) -> str:
-    import torch
-
     mem = ""
     try:
         kib = int(next(x for x in Path("/proc/meminfo").read_text().splitlines()
@@ -37,11 +38,9 @@ def machine_section(profile: str) -> str:
     except (OSError, StopIteration, ValueError):
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    from course_utils import config
-
-    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in config.cpu_flags().items())
-    load = config.load_average()
-    rows = [("date", dt.date.today().isoformat()), ("profile", profile), ("CPU", config.cpu_model()),
+    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu_flags().items())
+    load = load_average()
+    rows = [("date", dt.date.today().isoformat()), ("profile", profile), ("CPU", cpu_model()),
             ("CPU flags", flags), ("cores", str(os.cpu_count())), ("memory", mem), ("GPU", gpu),
             ("load average at the start", "n/a" if load is None else " ".join(f"{x:.2f}" for x in load)),
             ("python", platform.python_version()), ("torch", torch.__version__),

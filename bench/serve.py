@@ -24,10 +24,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
 
-from _common import machine_info, make_parser, setup  # noqa: E402
+from _common import make_parser, setup  # noqa: E402
 
 from course_utils import artifacts  # noqa: E402
-from course_utils.serve import ServerProcess, load_test  # noqa: E402
+from course_utils.serve_tools import ServerProcess, load_test  # noqa: E402
+from course_utils.timing import machine_info, time_interleaved  # noqa: E402
 
 DEFAULT_REPEATS = {"ci": 1, "cpu": 3, "gpu": 3}
 PROMPTS = ["中国", "新华社北京", "今天", "人民日报记者报道，", "经济发展", "我们"]
@@ -54,10 +55,14 @@ def bench(profile, clients: int, per_client: int, maxlength: int, repeats: int, 
             body = body_maker(settings, maxlength)
             for server in servers.values():   # warm-up, untimed
                 asyncio.run(load_test(server.url, body, min(clients, 4), 1))
-            for r in range(repeats):
-                for name in (list(servers) if r % 2 == 0 else list(servers)[::-1]):
-                    result = asyncio.run(load_test(servers[name].url, body, clients, per_client))
-                    runs.setdefault((workload, name), []).append(result)
+            for name in servers:
+                runs[workload, name] = []
+
+            def load(name, workload=workload, body=body):
+                result = asyncio.run(load_test(servers[name].url, body, clients, per_client))
+                runs[workload, name].append(result)     # each load test times its own requests
+
+            time_interleaved({name: lambda name=name: load(name) for name in servers}, repeats, warmup=0)
         health = batched.health
     return {"runs": runs, "health": health}
 

@@ -26,11 +26,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
 
-from _common import machine_info, make_parser, setup  # noqa: E402
+from _common import make_parser, setup  # noqa: E402
 
-from course_utils import amp, artifacts, config, measure  # noqa: E402
+from course_utils import amp, artifacts, config  # noqa: E402
+from course_utils.batches import WindowBatches  # noqa: E402
 from course_utils.model import GPT, GPTConfig  # noqa: E402
-from course_utils.train import WindowBatches  # noqa: E402
+from course_utils.timing import cpu_flags, machine_info, op_table, time_interleaved  # noqa: E402
 
 DEFAULT_REPEATS = {"ci": 1, "cpu": 1, "gpu": 1}   # the blocks are the repeats here
 
@@ -58,7 +59,7 @@ def bench(profile, steps: int, block: int) -> tuple[list[Variant], dict]:
     source = WindowBatches(artifacts.news_tokens("train"), profile.batch_size, profile.block_size, seed=0)
     config.seed_everything(0)
     base = GPT(GPTConfig(vocab_size=vocab_size, **dict(profile.model_kwargs(), dropout=0.0)))
-    native_bf16 = any(v for k, v in config.cpu_flags().items() if k in ("avx512_bf16", "amx_bf16"))
+    native_bf16 = any(v for k, v in cpu_flags().items() if k in ("avx512_bf16", "amx_bf16"))
     specs = [("fp32 eager (the plain step)", False, False, "fp32", False),
              ("+ fused AdamW", True, False, "fp32", False),
              ("+ fused AdamW + torch.compile", True, True, "fp32", False),
@@ -76,16 +77,21 @@ def bench(profile, steps: int, block: int) -> tuple[list[Variant], dict]:
         t0 = time.perf_counter()
         v.step(x0, y0)
         v.first_s = time.perf_counter() - t0
-    for b, start in enumerate(range(1, steps, block)):
-        order = variants if b % 2 == 0 else variants[::-1]
-        for v in order:
-            t0 = time.perf_counter()
-            for s in range(start, min(start + block, steps)):
-                v.step(*source.get(s))
-            v.block_s.append((time.perf_counter() - t0) / (min(start + block, steps) - start))
+    blocks = [range(start, min(start + block, steps)) for start in range(1, steps, block)]
+    done = {v.name: 0 for v in variants}      # each variant runs the same blocks, in order
+
+    def run_block(v):
+        for s in blocks[done[v.name]]:
+            v.step(*source.get(s))
+        done[v.name] += 1
+
+    if blocks:
+        seconds = time_interleaved({v.name: lambda v=v: run_block(v) for v in variants}, len(blocks), warmup=0)
+        for v in variants:
+            v.block_s = [t / len(b) for t, b in zip(seconds[v.name], blocks, strict=True)]
     x, y = source.get(steps)                             # where the plain step's time goes
     plain, seen = variants[0], len(variants[0].losses)
-    ops = measure.op_table(lambda: plain.step(x, y), repeats=3, top=10)
+    ops = op_table(lambda: plain.step(x, y), repeats=3, top=10)
     del plain.losses[seen:]                              # the table compares the timed steps only
     return variants, skipped, ops
 

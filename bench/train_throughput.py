@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,11 +21,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
 
-from _common import machine_info, make_parser, setup, sync  # noqa: E402
+from _common import make_parser, setup  # noqa: E402
 
 from course_utils import artifacts, config  # noqa: E402
+from course_utils.batches import WindowBatches  # noqa: E402
 from course_utils.model import GPT, GPTConfig  # noqa: E402
-from course_utils.train import TrainConfig, WindowBatches, configure_optimizer  # noqa: E402
+from course_utils.timing import machine_info, time_interleaved  # noqa: E402
+from course_utils.train import TrainConfig, configure_optimizer  # noqa: E402
 
 DEFAULTS = {  # (timed steps per block, repeats, warm-up steps) for each profile
     "ci": (3, 2, 1),
@@ -74,17 +75,17 @@ def measure(profile, steps: int, repeats: int, warmup: int, device: torch.device
     for name, m in models.items():  # warm-up: allocator, kernels, caches (not timed)
         train_steps(m, optimizers[name], source, 0, warmup, device)
 
-    rates: dict[str, list[float]] = {name: [] for name in models}
-    step = warmup
-    for r in range(repeats):
-        order = list(models) if r % 2 == 0 else list(models)[::-1]
-        for name in order:
-            sync(device)
-            t0 = time.perf_counter()
-            n_tokens = train_steps(models[name], optimizers[name], source, step, steps, device)
-            sync(device)
-            rates[name].append(n_tokens / (time.perf_counter() - t0))
-        step += steps  # both variants see the same batches in each repeat
+    # each variant steps through the same batches: repeat r trains on steps warmup + r * steps ...
+    done = {name: 0 for name in models}
+
+    def block(name):
+        train_steps(models[name], optimizers[name], source, warmup + done[name] * steps, steps, device)
+        done[name] += 1
+
+    seconds = time_interleaved({name: lambda name=name: block(name) for name in models}, repeats,
+                               warmup=0, device=device)
+    n_tokens = steps * batch_size * profile.block_size
+    rates = {name: [n_tokens / s for s in secs] for name, secs in seconds.items()}
     return {"rates": rates, "max_abs_logit_diff": same, "batch_size": batch_size,
             "tokens_per_step": batch_size * profile.block_size,
             "parameters": fused.num_parameters()}

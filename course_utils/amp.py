@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -53,8 +54,6 @@ def grad_scaler(device: torch.device | str, precision: str = "fp32") -> torch.am
 
 def format_table():
     """One row per precision: bits, range and resolution, from `torch.finfo`."""
-    import pandas as pd
-
     rows = []
     for name, dtype in DTYPES.items():
         info = torch.finfo(dtype)

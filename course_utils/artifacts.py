@@ -1,19 +1,45 @@
-"""Artifacts later chapters reuse (vocabulary, token streams, pretrained models), cached.
+"""Artifacts later chapters reuse (vocabulary, token streams, trained models), cached.
 
 Each one is loaded from the git-ignored cache (`course_utils.config.cache_dir()`) or
 built on demand, deterministically, so every notebook runs standalone in a fresh kernel.
+A model's training run checkpoints as it goes into `cache_dir()/runs/`: a run that stops
+(a crash, a killed kernel) resumes from its last checkpoint the next time it is asked for,
+and ends exactly as an uninterrupted run would; its folder is removed once the model is saved.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import data
-from .config import cache_dir
-from .datasets import load_tokens, pack_documents, save_tokens, split_documents
+from .batches import (
+    DatasetBatches,
+    DialogueExamples,
+    WindowBatches,
+    load_tokens,
+    pack_documents,
+    save_tokens,
+    split_documents,
+)
+from .checkpoints import (
+    CheckpointError,
+    CheckpointManager,
+    atomic_save,
+    make_checkpoint,
+    model_from_checkpoint,
+)
+from .config import cache_dir, get_device, get_profile, seed_everything
+from .evaluation import evaluate, unigram_loss
+from .model import GPT, GPTConfig
+from .train import TrainConfig, train, train_keeping_best
 from .vocab import Vocab
 
 NEWS_SPLIT_SEED = 0
@@ -57,8 +83,6 @@ def _load_cached(path: Path, device, vocab: Vocab, what: str, rebuild: str):
     """The model cached at `path` with its info, or None when there is none yet. A cache
     that does not fit (another vocabulary, a damaged file) is an ArtifactError saying how
     to `rebuild` it, never a silent retrain."""
-    from .train import CheckpointError, model_from_checkpoint
-
     if not path.is_file():
         return None
     try:
@@ -68,9 +92,38 @@ def _load_cached(path: Path, device, vocab: Vocab, what: str, rebuild: str):
     return model, vocab, dict(ckpt["extra"], path=path, history=ckpt["history"])
 
 
-def pretrained_path(profile=None) -> Path:
-    from .config import get_profile
+def fingerprint(model) -> str:
+    """A short digest of a model's weights: which starting point a run trains from."""
+    sums = [float(t.detach().double().sum()) for t in model.state_dict().values()]
+    return hashlib.sha256(json.dumps(sums).encode()).hexdigest()[:16]
 
+
+def run_folder(name: str, model, cfg: TrainConfig, data_key) -> Path:
+    """Where the training run of an artifact checkpoints as it goes: a folder under
+    `cache_dir()/runs/` named after everything that decides the run's result (the model's
+    configuration and starting weights, the training configuration, `data_key`), so a run with
+    other settings starts afresh instead of resuming this one."""
+    recipe = {"model": model.config.to_dict(), "start": fingerprint(model), "data": data_key,
+              "train": asdict(replace(cfg, progress=True, checkpoint_dir=None))}
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return cache_dir() / "runs" / f"{name}-{digest}"
+
+
+def _resumable(name: str, what: str, model, cfg: TrainConfig, data_key, force: bool = False):
+    """(cfg checkpointing into the run's folder, the folder, its latest checkpoint or None);
+    says so when there is one to resume from. `force` starts afresh."""
+    folder = run_folder(name, model, cfg, data_key)
+    if force:
+        shutil.rmtree(folder, ignore_errors=True)
+    steps = CheckpointManager(folder).steps()
+    if steps:
+        print(f"resuming {what} from step {steps[-1]} of {cfg.max_steps}: the checkpoint an "
+              f"interrupted run left in {folder}", flush=True)
+    latest = CheckpointManager(folder).latest()
+    return replace(cfg, checkpoint_dir=str(folder), keep_last=1), folder, latest
+
+
+def pretrained_path(profile=None) -> Path:
     profile = profile or get_profile()
     return cache_dir() / f"pretrained_{profile.name}.pt"
 
@@ -85,17 +138,6 @@ def pretrained_lm(profile=None, *, force: bool = False, precision: str = "fp32",
     baseline, steps and the training history. `on_eval(step, model, history)` is called
     at each evaluation when the model is trained here (chapter 05 prints samples with it).
     """
-    from .config import get_device, get_profile, seed_everything
-    from .model import GPT, GPTConfig
-    from .train import (
-        TrainConfig,
-        WindowBatches,
-        atomic_save,
-        make_checkpoint,
-        train,
-        unigram_loss,
-    )
-
     profile = profile or get_profile()
     device = torch.device(device) if device else get_device()
     vocab = news_vocab()
@@ -111,13 +153,16 @@ def pretrained_lm(profile=None, *, force: bool = False, precision: str = "fp32",
     cfg = TrainConfig.from_profile(profile, precision=precision, progress=progress)
     train_src = WindowBatches(train_tokens, profile.batch_size, profile.block_size, seed=0)
     val_src = WindowBatches(val_tokens, profile.batch_size, profile.block_size, seed=1)
-    result = train(model, train_src, cfg, val_source=val_src, vocab=vocab, device=device,
-                   on_eval=on_eval)
+    run_cfg, folder, latest = _resumable(f"pretrained_{profile.name}", "pretraining", model, cfg,
+                                         ["news", len(train_tokens), len(val_tokens)], force)
+    result = train(model, train_src, run_cfg, val_source=val_src, vocab=vocab, device=device,
+                   on_eval=on_eval, resume_from=latest)
     info = {"profile": profile.name, "steps": result.step, "val_loss": result.history["val_loss"][-1],
             "unigram_loss": unigram_loss(train_tokens, val_tokens, len(vocab))}
     ckpt = make_checkpoint(result.model, step=result.step, vocab=vocab, train_config=cfg,
                            history=result.history, extra=info)
     atomic_save(ckpt, path)
+    shutil.rmtree(folder, ignore_errors=True)   # the model is saved: the run's checkpoints go
     return result.model.eval(), vocab, dict(info, path=path, history=result.history)
 
 
@@ -149,10 +194,6 @@ DIALOGUE_BASE = "reviews"
 def dialogue_path(profile=None, dialogues=None, base: str = DIALOGUE_BASE) -> Path:
     """The cache file of the dialogue model: one per profile and base model, and per corpus
     file if given."""
-    import hashlib
-
-    from .config import get_profile
-
     profile = profile or get_profile()
     name = f"dialogue_{profile.name}_from_{base}"
     if dialogues is None:
@@ -163,8 +204,6 @@ def dialogue_path(profile=None, dialogues=None, base: str = DIALOGUE_BASE) -> Pa
 
 def dialogue_train_config(profile, progress: bool = True):
     """The fine-tuning run of chapter 11: `profile.dialogue_steps`, frequent evaluations."""
-    from .train import TrainConfig
-
     steps = profile.dialogue_steps
     return TrainConfig(max_steps=steps, lr=profile.finetune_lr, warmup_steps=max(1, steps // 20),
                        eval_interval=max(2, steps // 12), eval_iters=4, log_interval=max(1, steps // 60),
@@ -187,10 +226,6 @@ def dialogue_lm(profile=None, *, base: str = DIALOGUE_BASE, dialogues=None, forc
     `info` has the path, the best step, the validation losses before and after, and the
     training history.
     """
-
-    from .config import get_device, get_profile, seed_everything
-    from .datasets import DialogueExamples
-    from .train import DatasetBatches, atomic_save, evaluate, make_checkpoint, train_keeping_best
 
     profile = profile or get_profile()
     device = torch.device(device) if device else get_device()
@@ -218,8 +253,10 @@ def dialogue_lm(profile=None, *, base: str = DIALOGUE_BASE, dialogues=None, forc
     val_before = evaluate(model, val_src, 1, device)
 
     seed_everything(0)
-    result, best = train_keeping_best(model, train_src, cfg, val_source=val_src, vocab=vocab,
-                                      device=device, prefix=".dialogue_run.")
+    run_cfg, folder, latest = _resumable(path.stem, "the dialogue fine-tuning", model, cfg,
+                                         [len(train_set), len(val_set), path.name], force)
+    result, best = train_keeping_best(model, train_src, run_cfg, val_source=val_src, vocab=vocab,
+                                      device=device, resume_from=latest)
     history = result.history
     info = {"profile": profile.name, "base": base, "steps": result.step, "best_step": best["step"],
             "val_loss_before": val_before, "val_loss": result.best_val_loss,
@@ -230,6 +267,7 @@ def dialogue_lm(profile=None, *, base: str = DIALOGUE_BASE, dialogues=None, forc
     ckpt = make_checkpoint(model, step=best["step"], vocab=vocab, train_config=cfg,
                            history=history, extra=info)
     atomic_save(ckpt, path)
+    shutil.rmtree(folder, ignore_errors=True)
     return model.eval(), vocab, dict(info, path=path, history=history)
 
 
@@ -243,8 +281,6 @@ def sentiment_splits(profile=None, vocab: Vocab | None = None):
     them: 10% test, then 10% of the rest for validation, stratified, no text on two sides.
     Each has a `text` column: the review through `data.to_fullwidth` for the news vocabulary.
     Under a profile with `max_docs` (ci), a sample of each split."""
-    from .config import get_profile
-
     profile = profile or get_profile()
     vocab = vocab or news_vocab()
     train_df, test_df = data.split_sentiment(data.load_sentiment(), test_size=0.1, seed=SENTIMENT_TEST_SEED)
@@ -262,15 +298,11 @@ def sentiment_splits(profile=None, vocab: Vocab | None = None):
 
 
 def review_path(profile=None) -> Path:
-    from .config import get_profile
-
     return cache_dir() / f"reviews_lm_{(profile or get_profile()).name}.pt"
 
 
 def review_windows(texts, vocab: Vocab, batch_size: int, block_size: int, seed: int):
     """Review texts packed into one token stream (each followed by `<sep>`), as random windows."""
-    from .datasets import WindowBatches
-
     return WindowBatches(pack_documents(list(texts), vocab), batch_size, block_size, seed=seed)
 
 
@@ -283,11 +315,6 @@ def review_lm(profile=None, *, force: bool = False, progress: bool = True, devic
     Returns `(model, vocab, info)`; `info` has the review and news validation losses before
     and after, the best step, the minutes it took and the training history.
     """
-    import time
-
-    from .config import get_device, get_profile, seed_everything
-    from .train import TrainConfig, atomic_save, evaluate, make_checkpoint, train_keeping_best
-
     profile = profile or get_profile()
     device = torch.device(device) if device else get_device()
     path = review_path(profile)
@@ -310,9 +337,11 @@ def review_lm(profile=None, *, force: bool = False, progress: bool = True, devic
                       eval_interval=max(2, steps // 10), eval_iters=iters, log_interval=max(1, steps // 100),
                       weight_decay=0.1, progress=progress, **profile.lm_speedups(steps=steps))
     seed_everything(0)
+    run_cfg, folder, latest = _resumable(path.stem, "the review adaptation", model, cfg,
+                                         [len(fit_df), len(val_df), len(fit_src.tokens)], force)
     t0 = time.perf_counter()
-    result, best = train_keeping_best(model, fit_src, cfg, val_source=val_src, vocab=vocab,
-                                      device=device, prefix=".reviews_run.")
+    result, best = train_keeping_best(model, fit_src, run_cfg, val_source=val_src, vocab=vocab,
+                                      device=device, resume_from=latest)
     minutes = (time.perf_counter() - t0) / 60
     after = {"reviews": evaluate(model, val_src, iters, device), "news": evaluate(model, news_val, iters, device)}
     info = {"profile": profile.name, "steps": result.step, "best_step": best["step"],
@@ -322,11 +351,10 @@ def review_lm(profile=None, *, force: bool = False, progress: bool = True, devic
     ckpt = make_checkpoint(model, step=best["step"], vocab=vocab, train_config=cfg,
                            history=result.history, extra=info)
     atomic_save(ckpt, path)
+    shutil.rmtree(folder, ignore_errors=True)
     return model.eval(), vocab, dict(info, path=path, history=result.history)
 
 
 def news_val_windows(batch_size: int, block_size: int):
     """The news validation windows the chapters evaluate on (seed 1)."""
-    from .datasets import WindowBatches
-
     return WindowBatches(news_tokens("val"), batch_size, block_size, seed=1)

@@ -119,6 +119,36 @@ class StaticKVCache:
         """Keep only the first `length` positions (the buffers stay allocated)."""
         self.length = min(self.length, max(0, length))
 
+    @classmethod
+    def wrap(cls, k_buf: torch.Tensor, v_buf: torch.Tensor) -> StaticKVCache:
+        """A cache over buffers allocated elsewhere (B, H, capacity, head_dim), e.g. some rows
+        of a serving engine's cache: `write_at` writes into them in place."""
+        cache = cls(k_buf.size(-2))
+        cache.k_buf, cache.v_buf = k_buf, v_buf
+        return cache
+
+    def write_at(self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """The fixed-shape step's update: this step's keys and values (B, H, 1, head_dim) written
+        in place at position `pos` (a 0-d tensor, or (B,): one position per row); returns the
+        whole buffers. `length` is not touched: the caller counts the positions."""
+        if pos.dim() == 1:                          # row b at pos[b]
+            rows = torch.arange(k.size(0), device=k.device)
+            self.k_buf[rows, :, pos] = k[:, :, 0]
+            self.v_buf[rows, :, pos] = v[:, :, 0]
+        else:
+            self.k_buf.index_copy_(2, pos.view(1), k)
+            self.v_buf.index_copy_(2, pos.view(1), v)
+        return self.k_buf, self.v_buf
+
+    def visible(self, pos: torch.Tensor) -> torch.Tensor:
+        """(B or 1, 1, 1, capacity) bool, the attention mask of a token at `pos`: the slots at or
+        before its position. A fixed-shape step reads all `capacity` slots whatever the position,
+        so the shapes never change (what `torch.compile` needs to build one graph for every
+        step); slots after a row's position (left by an earlier occupant of a serving slot) are
+        masked out."""
+        slots = torch.arange(self.capacity, device=pos.device)
+        return (slots <= pos.view(-1, 1)).view(-1, 1, 1, self.capacity)
+
 
 class MultiHeadAttention(nn.Module):
     """Causal multi-head self-attention (注意力): one projection for q, k, v, one for the output."""
@@ -134,12 +164,23 @@ class MultiHeadAttention(nn.Module):
         self.resid_drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None, return_weights: bool = False):
-        """x: (B, T, d_model). key_padding_mask: (B, T_k) bool, True at real tokens."""
+                cache: KVCache | StaticKVCache | None = None, return_weights: bool = False,
+                pos: torch.Tensor | None = None, visible: torch.Tensor | None = None):
+        """x: (B, T, d_model). key_padding_mask: (B, T_k) bool, True at real tokens.
+
+        `cache`: the keys and values of earlier positions, extended by this call. `pos`: the
+        fixed-shape decode step (`course_utils.decoding`): one token per row (T = 1) at
+        position `pos` of a `StaticKVCache` (`StaticKVCache.write_at`), attending to the slots
+        `visible` marks (`StaticKVCache.visible`)."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, H, T, head_dim)
         q, k, v = (t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        p = self.dropout if self.training else 0.0
+        if pos is not None:     # every slot of the cache is a key, `visible` says which to read
+            k, v = cache.write_at(pos, k, v)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, dropout_p=p)
+            return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
         past = 0 if cache is None else len(cache)
         if cache is not None:
             k, v = cache.update(k, v)
@@ -154,7 +195,6 @@ class MultiHeadAttention(nn.Module):
             if key_padding_mask is not None:
                 keep = key_padding_mask[:, None, None, :].to(torch.bool)
                 mask = keep if mask is None else (mask & keep)
-        p = self.dropout if self.training else 0.0
         if return_weights or not self.fused:
             y, weights = attention(q, k, v, mask, dropout_p=p)
         else:

@@ -12,27 +12,18 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from .attention import StaticKVCache
+from .decoding import decode_step, prefill
 from .sampling import (
-    _context_start,
     apply_repetition_penalty,
     check_settings,
-    decode_step,
+    context_start,
     draw,
     next_token_probs,
-    prefill,
     sample_next,
     uniforms,
 )
 from .vocab import PAD
-
-# ---------------------------------------------------------------------------- the shared step
-
-
-# Chapter 08's one-token step given a (B,) position, one per row: rows at different places of
-# their windows take one step together, each writing its cache slot at its own position and
-# attending to its positions 0..pos[b] only.
-decode_step_rows = decode_step
-
 
 # ---------------------------------------------------------------------------- one request
 
@@ -85,7 +76,7 @@ class Group:
     def slide(self, block_size: int) -> bool:
         """Move the window for this step; True when the group must be prefilled (its first
         step, or the window slid by half a block)."""
-        self.start = _context_start(len(self.tokens[0]), self.start, block_size)
+        self.start = context_start(len(self.tokens[0]), self.start, block_size)
         return self.cached_from != self.start
 
     def position(self) -> int:
@@ -130,7 +121,9 @@ class BatchEngine:
 
     `add` puts a group in free slots (lowest first); `step` gives every row of every group
     its next token: groups whose window is new or slid are prefilled together (ONE forward
-    pass over their right-padded windows), all the others share ONE `decode_step_rows`;
+    pass over their right-padded windows), all the others share ONE `decode_step`, given one
+    position per row (rows at different places of their windows step together, each writing its
+    cache slot at its own position and attending to its positions 0..pos[b] only);
     finished groups leave and their slots are reused. `max_groups` caps the requests decoded
     at once (1: one after the other, the unbatched service)."""
 
@@ -221,14 +214,14 @@ class BatchEngine:
         pos = torch.zeros(hi, dtype=torch.long, device=self.device)
         token[rows, 0] = torch.tensor([row[-1] for g in groups for row in g.tokens], device=self.device)
         pos[rows] = torch.tensor([g.position() for g in groups for _ in g.rows], device=self.device)
-        logits = decode_step_rows(self.model, token, pos, [k[:hi] for k in self.keys],
-                                  [v[:hi] for v in self.values])
+        cache = [StaticKVCache.wrap(k[:hi], v[:hi]) for k, v in zip(self.keys, self.values, strict=True)]
+        logits = decode_step(self.model, token, pos, cache)
         return logits[rows]
 
     def _prefill(self, groups: list[Group]) -> dict[Group, torch.Tensor]:
         """The windows of `groups` through the model in ONE forward pass, right-padded with
         `<pad>` to the longest (each row's logits at its own last position, as
-        `sampling.prefill` explains); the cache rows are copied into the groups' slots.
+        `decoding.prefill` explains); the cache rows are copied into the groups' slots.
         Returns each group's last-position logits (rows, V)."""
         windows = [row for g in groups for row in g.window()]
         lengths = [len(w) for w in windows]

@@ -1,4 +1,4 @@
-"""Profiles (ci / cpu / gpu), device choice and seeding.
+"""Profiles (ci / cpu / gpu), device choice, seeding and the cache folder.
 
 One code path, three sizes: every notebook and script asks `get_profile()` for its
 model size and training budget, so the same cells run in CI, on a laptop and on a GPU.
@@ -11,6 +11,7 @@ import functools
 import os
 import platform
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,8 +145,6 @@ def seed_everything(seed: int = 0) -> None:
 @functools.lru_cache(maxsize=1)
 def compiler_available() -> str | None:
     """None if `torch.compile` can build CPU kernels here, else why not (it needs a C++ compiler)."""
-    import shutil
-
     if not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c):
         return "no C++ compiler (g++, c++ or clang++) on PATH"
     return None
@@ -168,54 +167,3 @@ def summary(profile: Profile | None = None) -> str:
         f"profile={profile.name} ({profile.description}) | device={device} | "
         f"torch {torch.__version__} | python {platform.python_version()} | {threads} CPU threads"
     )
-
-
-# ---------------------------------------------------------------------------- the machine
-
-# CPU features that decide which speed-ups exist: bf16 arithmetic (avx512_bf16, AMX) and
-# the vector widths int8 and fp32 kernels use.
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), or what the platform reports."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return " ".join(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def cpu_flags(names=CPU_FLAGS) -> dict[str, bool]:
-    """Which of the CPU features `names` this machine has (all False where it cannot tell)."""
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    return {name: name in flags for name in names}
-
-
-def load_average() -> tuple[float, float, float] | None:
-    """The 1, 5 and 15-minute load averages (None where the OS has none)."""
-    try:
-        return os.getloadavg()
-    except (OSError, AttributeError):
-        return None
-
-
-def machine_line() -> str:
-    """One line a timing cell prints beside its numbers: CPU, cores, threads, load, key flags."""
-    load = load_average()
-    flags = cpu_flags()
-    return (f"{cpu_model()} | {os.cpu_count()} cores | torch threads {torch.get_num_threads()} | "
-            f"load average {'n/a' if load is None else ' '.join(f'{x:.2f}' for x in load)} | "
-            f"{', '.join(f'{k} {chr(0x2713) if v else chr(0x2717)}' for k, v in flags.items())}")
-

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
-SEP_TOKEN = "<sep>"
+from .vocab import SEP_TOKEN
 
 
 class CorpusError(RuntimeError):
@@ -119,8 +120,6 @@ def _read_user_dialogues(path: Path) -> list[list[str]]:
 
 @functools.lru_cache(maxsize=1)
 def _chatterbot() -> tuple[tuple[str, ...], ...]:
-    import yaml
-
     folder = _package_dir("chatterbot_corpus", "chatterbot-corpus") / "data" / "chinese"
     files = sorted(folder.glob("*.yml"))
     if not files:

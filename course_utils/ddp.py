@@ -1,29 +1,30 @@
-"""Data-parallel pretraining: the torchrun entry point (chapter 06).
+"""Data-parallel pretraining (chapter 06): the process group, what every rank builds, and checks
+that the replicas agree.
 
-Every rank runs this file. It joins the process group torchrun describes, wraps the
-GPT in DistributedDataParallel and calls the book's one loop, `course_utils.train.train`.
+Every rank of `torchrun ... -m course_utils.ddp` (course_utils/cli/ddp.py) joins the process group
+torchrun describes (`DistEnv`, `init`), builds the same run (`build_run`), wraps the GPT in
+DistributedDataParallel and calls the book's one loop, `course_utils.train.train`.
 
     torchrun --standalone --nproc_per_node=2 -m course_utils.ddp --profile ci --steps 20
-
-Command line: `python -m course_utils.ddp --help`.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
-import sys
-import time
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
-from . import amp
+from .batches import WindowBatches
+from .config import seed_everything
+from .model import GPT, GPTConfig
+from .train import TrainConfig
+from .vocab import Vocab
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 NOT_UNDER_TORCHRUN = ("error: run me under torchrun, which sets " + ", ".join(TORCHRUN_VARS)
@@ -93,8 +94,6 @@ def barrier(device: torch.device) -> None:
 
 def free_port() -> int:
     """A TCP port nobody listens on right now (for MASTER_PORT on one machine)."""
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -112,33 +111,27 @@ def cleanup() -> None:
 class Run:
     """What a pretraining run needs; built the same way in every rank and in a single process."""
 
-    model: torch.nn.Module
-    vocab: object
-    train_source: object
-    val_source: object
-    cfg: object
+    model: GPT
+    vocab: Vocab
+    train_source: WindowBatches
+    val_source: WindowBatches
+    cfg: TrainConfig
 
 
-def build_run(profile, *, batch_size: int | None = None, steps: int | None = None,
-              lr: float | None = None, dropout: float | None = None, precision: str = "fp32",
-              seed: int = 0, eval_interval: int | None = None, eval_iters: int | None = None,
-              log_interval: int = 10, checkpoint_dir: str | None = None,
-              progress: bool = False) -> Run:
-    """The model, batch sources and TrainConfig of a news-pretraining run.
+def build_run(profile, vocab: Vocab, train_tokens, val_tokens, *, batch_size: int | None = None,
+              steps: int | None = None, lr: float | None = None, dropout: float | None = None,
+              precision: str = "fp32", seed: int = 0, eval_interval: int | None = None,
+              eval_iters: int | None = None, log_interval: int = 10,
+              checkpoint_dir: str | None = None, progress: bool = False) -> Run:
+    """The model, batch sources and TrainConfig of a pretraining run on the token streams
+    `train_tokens` and `val_tokens` (the news corpus, `artifacts.news_tokens`).
 
     `batch_size` is the *global* batch: in a DDP run each of the `world_size` ranks gets
     `batch_size / world_size` of its windows (`WindowBatches.get(step, rank, world_size)`).
     Warm-up is capped at a tenth of the run so that short runs leave it.
     """
-    from . import artifacts
-    from .config import seed_everything
-    from .model import GPT, GPTConfig
-    from .train import TrainConfig, WindowBatches
-
     batch_size = batch_size or profile.batch_size
     steps = steps or profile.max_steps
-    vocab = artifacts.news_vocab()
-    train_tokens, val_tokens = artifacts.news_tokens("train"), artifacts.news_tokens("val")
     model_kwargs = profile.model_kwargs()
     if dropout is not None:
         model_kwargs["dropout"] = dropout
@@ -194,158 +187,7 @@ def all_reduce_demo(rank: int, world_size: int, port: int, out_dir: str) -> None
         dist.destroy_process_group()
 
 
-# ---------------------------------------------------------------------------- command line
+if __name__ == "__main__":  # torchrun's `-m course_utils.ddp` runs the command line, kept apart
+    import runpy
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m course_utils.ddp",
-        description="Pretrain the char-level GPT on the news corpus with DistributedDataParallel. "
-                    "Start it with torchrun, e.g. `torchrun --standalone --nproc_per_node=2 "
-                    "-m course_utils.ddp --profile ci --steps 20`; every rank runs this program.")
-    parser.add_argument("--profile", choices=["ci", "cpu", "gpu"], help="model size and budget "
-                        "(default: $COURSE_PROFILE, else gpu with CUDA, else cpu)")
-    parser.add_argument("--steps", type=int, help="training steps (default: the profile's)")
-    parser.add_argument("--batch-size", type=int, help="the GLOBAL batch in windows, split evenly "
-                        "over the ranks (default: the profile's)")
-    parser.add_argument("--lr", type=float, help="peak learning rate (default: the profile's)")
-    parser.add_argument("--dropout", type=float, help="override the profile's dropout")
-    parser.add_argument("--precision", default="fp32", choices=amp.PRECISIONS)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-interval", type=int, help="evaluate (and log) every N steps")
-    parser.add_argument("--eval-iters", type=int, help="batches per evaluation")
-    parser.add_argument("--out", "--checkpoint-dir", dest="out", metavar="DIR",
-                        help="rank 0 writes checkpoints and summary.json here")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest "
-                        "checkpoint in --out (every rank must see that folder)")
-    parser.add_argument("--save-params", metavar="FILE", help="rank 0 saves the final "
-                        "state_dict here (for comparisons and tests)")
-    parser.add_argument("--backend", choices=["gloo", "nccl"], help="default: nccl with CUDA, else gloo")
-    parser.add_argument("--timeout", type=float, default=300, metavar="SECONDS",
-                        help="give up on a collective after this long (a dead or stuck rank)")
-    parser.add_argument("--progress", action="store_true", help="a tqdm bar on rank 0")
-    args = parser.parse_args(argv)
-    for name in ("steps", "batch_size", "eval_interval", "eval_iters"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if args.resume and not args.out:
-        parser.error("--resume needs --out DIR (the folder holding the checkpoints)")
-    return args
-
-
-def run(args: argparse.Namespace, env: DistEnv, device: torch.device, backend: str) -> dict:
-    """One rank's share of the job; returns the summary (meaningful on rank 0)."""
-    from . import artifacts
-    from .config import get_profile
-    from .train import train
-
-    profile = get_profile(args.profile)
-    rank, world = env.rank, env.world_size
-    is_main = rank == 0
-    batch_size = args.batch_size or profile.batch_size
-    # Rank 0 builds the cached token files; the others wait so they never read half a file.
-    if is_main:
-        artifacts.news_tokens("train"), artifacts.news_tokens("val")
-    barrier(device)
-
-    job = build_run(profile, batch_size=batch_size, steps=args.steps, lr=args.lr,
-                    dropout=args.dropout, precision=args.precision, seed=args.seed,
-                    eval_interval=args.eval_interval, eval_iters=args.eval_iters,
-                    checkpoint_dir=args.out, progress=args.progress and is_main)
-    model = job.model.to(device)
-    # DDP broadcasts rank 0's weights to every rank here, then all-reduces gradients in
-    # backward. Anything we add to the model (a head, LoRA) goes on `model`, not on `ddp`.
-    ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    x, _ = job.train_source.get(0, rank, world)
-    print(f"[rank {rank}/{world}] local_rank {env.local_rank} on {device} ({backend}), "
-          f"{torch.get_num_threads()} thread(s): {x.shape[0]} of the {batch_size} windows "
-          f"of each step, {x.numel()} tokens", flush=True)
-    if is_main:
-        print(f"[rank 0] profile {profile.name}: {model.num_parameters():,} parameters, "
-              f"{job.cfg.max_steps} steps, global batch {batch_size} = {world} x "
-              f"{batch_size // world} windows of {profile.block_size} tokens", flush=True)
-
-    def log(step, _model, history):
-        speed = f" | {history['tokens_per_s'][-1]:,.0f} tokens/s" if history["tokens_per_s"] else ""
-        print(f"[rank 0] step {step:>5}/{job.cfg.max_steps} | train loss "
-              f"{history['train_loss'][-1]:.3f} | val loss {history['val_loss'][-1]:.3f}{speed}",
-              flush=True)
-
-    resume = None
-    if args.resume:
-        from .train import CheckpointManager
-        resume = CheckpointManager(args.out).latest()
-        if is_main:
-            print(f"[rank 0] resuming from {resume}" if resume else
-                  f"[rank 0] no checkpoint in {args.out}: starting from scratch", flush=True)
-    start = time.perf_counter()
-    result = train(model, job.train_source, job.cfg, val_source=job.val_source, vocab=job.vocab,
-                   device=device, rank=rank, world_size=world, ddp_model=ddp,
-                   on_eval=log, resume_from=resume)
-    wall = time.perf_counter() - start
-
-    spread = replica_spread(model, world)
-    checksum = float(parameter_vector(model).double().sum())
-    print(f"[rank {rank}/{world}] done: parameter sum {checksum:.6f}", flush=True)
-    history = result.history
-    summary = {"world_size": world, "backend": backend, "device": str(device),
-               "profile": profile.name, "steps": result.step, "global_batch": batch_size,
-               "block_size": profile.block_size, "precision": args.precision,
-               "threads_per_rank": torch.get_num_threads(), "wall_s": wall,
-               "tokens_per_s": history["tokens_per_s"][-1] if history["tokens_per_s"] else None,
-               "train_loss": history["loss"][-1] if history["loss"] else None,
-               "val_loss": history["val_loss"][-1] if history["val_loss"] else None,
-               "replica_spread": spread, "history": history}
-    if is_main:
-        verdict = "agree" if spread == 0 else "DIFFER"
-        print(f"[rank 0] the {world} replicas {verdict}: largest parameter difference between "
-              f"ranks {spread:.1e}; {summary['tokens_per_s']:,.0f} tokens/s over {wall:.1f} s",
-              flush=True)
-        if args.save_params:
-            from .train import atomic_save
-            atomic_save(model.state_dict(), args.save_params)  # the module's names: no "module."
-            print(f"[rank 0] parameters saved to {args.save_params}", flush=True)
-        if args.out:
-            path = Path(args.out) / "summary.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(summary, indent=1))
-            print(f"[rank 0] checkpoints and summary.json in {args.out}", flush=True)
-    return summary
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    env = DistEnv.from_environ()
-    if env is None:
-        print(NOT_UNDER_TORCHRUN, file=sys.stderr)
-        return 2
-    try:  # settings are checked before joining the group, so no rank is left waiting
-        from .config import get_profile
-        batch_size = args.batch_size or get_profile(args.profile).batch_size
-        if batch_size % env.world_size:
-            raise ValueError(f"--batch-size {batch_size} does not split evenly over "
-                             f"{env.world_size} ranks: use a multiple of {env.world_size}, so "
-                             f"every rank averages over as many tokens")
-        device = device_for(env.local_rank)
-        amp.check_precision(args.precision, device)
-    except (ValueError, RuntimeError) as err:
-        print(f"error: [rank {env.rank}] {err}", file=sys.stderr)
-        return 2
-    backend = init(env, device, args.backend, args.timeout)
-    try:
-        run(args, env, device, backend)
-    except ValueError as err:  # a bad setting: every rank sees it, each says so in one line
-        print(f"error: [rank {env.rank}] {err}", file=sys.stderr)
-        return 2
-    finally:
-        cleanup()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
-__all__ = ["DistEnv", "device_for", "backend_for", "init", "barrier", "free_port", "cleanup", "Run",
-           "build_run", "parameter_vector", "replica_spread", "all_reduce_demo", "main", "TORCHRUN_VARS"]
+    runpy.run_module("course_utils.cli.ddp", run_name="__main__")

@@ -9,40 +9,34 @@ exactly the weights a page computes with, so the two can be compared number for 
 Also the bridges of chapter 13: `to_huggingface`/`from_huggingface` (a `transformers` GPT-2 and
 back, exactly) and `to_onnx` (ONNX Runtime, with an int8 copy).
 
-Command line: `python -m course_utils.export browser --profile cpu` writes the models the
-site shows into `book/_static/models/` (chapter 05's news model and chapter 11's dialogue
-model); `... huggingface --out DIR` and `... onnx --out FILE [--int8]` export a model.
+Command line: `python -m course_utils.export` (course_utils/cli/export.py); the site's own
+models are written by `make browser-models` (tools/browser_models.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
+import logging
 import re
-import sys
+import shutil
+import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
-from . import artifacts
+from .files import atomic_path, atomic_write_text
+from .finetune import LoRALinear
 from .model import GPT, GPTConfig
 from .quantize import quantize_symmetric
-from .vocab import Vocab, atomic_path, atomic_write_text
+from .sampling import context_start
+from .vocab import PAD, PAD_TOKEN, SEP, SEP_TOKEN, SPECIALS, UNK_TOKEN, Vocab
 
 BROWSER_FORMAT = "gpt-book/1"
 PRECISIONS = ("int8", "float16", "float32")
-BOOK = Path(__file__).resolve().parent.parent / "book"
-STATIC_MODELS = BOOK / "_static" / "models"
-GENERATED_PAGE = BOOK / "generated" / "browser_models.md"
-# The models the site shows: file name -> (artifact, what the page says it is).
-SITE_MODELS = {
-    "news": "the pretrained news GPT of chapter 05",
-    "dialogue": "the dialogue GPT of chapter 11 (" + {"reviews": "chapter 10's review-adapted GPT",
-                                                      "news": "the news GPT"}[artifacts.DIALOGUE_BASE]
-                + " fine-tuned on conversations)",
-}
 _TIED = "lm_head.weight"  # the head reads tok_emb.weight: stored once
 _HEADER = re.compile(r"^\(window\.GPT_MODELS = window\.GPT_MODELS \|\| \{\}\)\[(\"[a-z0-9_-]+\")\] = ")
 
@@ -61,8 +55,6 @@ def plain_state(model: GPT) -> dict[str, torch.Tensor]:
     A GPT whose LoRA adapters are merged (`course_utils.finetune.merge_lora`) is read as the
     plain GPT it computes; unmerged adapters, extra heads or missing weights are refused.
     """
-    from .finetune import LoRALinear
-
     if not isinstance(model, GPT):
         raise ExportError(f"expected a course_utils.model.GPT, got {type(model).__name__} "
                           "(for a classifier, export its .backbone)")
@@ -205,32 +197,24 @@ class _quiet:
     LOGGERS = ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript", "")
 
     def __enter__(self):
-        import logging
+        # heavy: seconds to import, only to export
+        from transformers.utils import logging as hf_logging
 
         self.levels = {name: logging.getLogger(name).level for name in self.LOGGERS}
         for name in self.LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
-        try:
-            from transformers.utils import logging as hf_logging
-
-            self.hf = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled())
-            hf_logging.set_verbosity_error()
-            hf_logging.disable_progress_bar()
-        except ImportError:
-            self.hf = None
+        self.hf_logging = hf_logging
+        self.hf = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled())
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
         return self
 
     def __exit__(self, *exc):
-        import logging
-
         for name, level in self.levels.items():
             logging.getLogger(name).setLevel(level)
-        if self.hf is not None:
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.set_verbosity(self.hf[0])
-            if self.hf[1]:
-                hf_logging.enable_progress_bar()
+        self.hf_logging.set_verbosity(self.hf[0])
+        if self.hf[1]:
+            self.hf_logging.enable_progress_bar()
         return False
 
 
@@ -249,7 +233,8 @@ _HF_TOP = {"tok_emb.weight": "transformer.wte.weight", "pos_emb.weight": "transf
            "ln_f.weight": "transformer.ln_f.weight", "ln_f.bias": "transformer.ln_f.bias"}
 
 
-def _hf_name(name: str) -> tuple[str, bool]:
+def gpt2_name(name: str) -> tuple[str, bool]:
+    """GPT-2's name for one of our weights, and whether GPT-2 stores it transposed."""
     if name in _HF_TOP:
         return _HF_TOP[name], False
     _, layer, rest = name.split(".", 2)                          # blocks.{i}.{rest}
@@ -270,9 +255,8 @@ def _with_biases(model: GPT, state: dict[str, torch.Tensor]) -> dict[str, torch.
 
 def gpt2_config(config: GPTConfig, vocab: Vocab | None = None):
     """The `transformers.GPT2Config` that computes what `config` does."""
+    # heavy: seconds to import, only to export
     from transformers import GPT2Config
-
-    from .vocab import PAD, SEP
 
     return GPT2Config(
         vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.d_model,
@@ -286,10 +270,9 @@ def gpt2_config(config: GPTConfig, vocab: Vocab | None = None):
 def char_tokenizer(vocab: Vocab):
     """A `transformers` fast tokenizer that reads text exactly as `vocab.encode` does: one token
     per character, `<pad>`/`<unk>`/`<sep>` as single tokens, unknown characters as `<unk>`."""
+    # heavy: seconds to import, only to export
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
-
-    from .vocab import PAD_TOKEN, SEP_TOKEN, SPECIALS, UNK_TOKEN
 
     tok = Tokenizer(models.WordLevel(vocab=dict(vocab.token2idx), unk_token=UNK_TOKEN))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character
@@ -302,6 +285,7 @@ def char_tokenizer(vocab: Vocab):
 
 def to_gpt2(model: GPT):
     """A `transformers.GPT2LMHeadModel` holding `model`'s weights (in eval mode)."""
+    # heavy: seconds to import, only to export
     from transformers import GPT2LMHeadModel
 
     state = _with_biases(model, plain_state(model))
@@ -309,7 +293,7 @@ def to_gpt2(model: GPT):
         hf = GPT2LMHeadModel(gpt2_config(model.config))
     mapped = {}
     for name, value in state.items():
-        hf_name, transpose = _hf_name(name)
+        hf_name, transpose = gpt2_name(name)
         mapped[hf_name] = (value.t() if transpose else value).detach().float().cpu().contiguous()
     mapped["lm_head.weight"] = mapped["transformer.wte.weight"]
     missing, unexpected = hf.load_state_dict(mapped, strict=False)
@@ -325,9 +309,6 @@ def to_huggingface(model: GPT, vocab: Vocab, out_dir) -> Path:
     character tokenizer to `out_dir`, loadable with `AutoModelForCausalLM.from_pretrained`
     and `AutoTokenizer.from_pretrained`, offline. The folder is written next to `out_dir` and
     renamed into place, so a failed export leaves no half-written checkpoint."""
-    import shutil
-    import tempfile
-
     if len(vocab) != model.config.vocab_size:
         raise ExportError(f"the vocabulary has {len(vocab)} tokens, the model {model.config.vocab_size}: "
                           "export the vocabulary the model was trained with")
@@ -351,6 +332,7 @@ def to_huggingface(model: GPT, vocab: Vocab, out_dir) -> Path:
 def from_huggingface(path) -> tuple[GPT, Vocab]:
     """The book's GPT and Vocab from a folder written by `to_huggingface` (or any GPT-2
     checkpoint the book's GPT can express: exact GELU, LayerNorm epsilon 1e-5, a tied head)."""
+    # heavy: seconds to import, only to read a Hugging Face checkpoint
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
     path = Path(path)
@@ -371,7 +353,7 @@ def from_huggingface(path) -> tuple[GPT, Vocab]:
     hf_state = hf.state_dict()
     state = {}
     for name in plain_state(model):
-        hf_name, transpose = _hf_name(name)
+        hf_name, transpose = gpt2_name(name)
         value = hf_state[hf_name]
         state[name] = value.t().contiguous() if transpose else value.clone()
     state[_TIED] = state["tok_emb.weight"]
@@ -399,8 +381,7 @@ def to_onnx(model: GPT, path, *, quantize: bool = False) -> Path:
     """Export the forward pass to ONNX (dynamic batch, length 1..block_size), check it with
     `onnx.checker`; with `quantize`, also write `<name>.int8.onnx` (ONNX Runtime's dynamic
     int8 quantizer) next to it. Returns the path of the fp32 model."""
-    import warnings
-
+    # heavy: only to export to ONNX
     import onnx
 
     exportable = browser_model(model, "float32")          # a plain GPT: merged LoRA, no extras
@@ -426,6 +407,7 @@ def to_onnx(model: GPT, path, *, quantize: bool = False) -> Path:
 def quantize_onnx(src, dst) -> Path:
     """ONNX Runtime's dynamic int8 quantization of an exported model (weights int8 per tensor,
     activations quantized on the fly), written atomically."""
+    # heavy: only to quantize ONNX
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dst = Path(dst)
@@ -436,8 +418,6 @@ def quantize_onnx(src, dst) -> Path:
 
 def onnx_session(path, threads: int | None = None):
     """An ONNX Runtime inference session on the CPU (`threads` intra-op threads, None: its default)."""
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -463,171 +443,14 @@ def torch_logits(model: GPT):
 def greedy_decode(last_logits, ids: list[int], n: int, block_size: int) -> list[int]:
     """`n` greedy tokens after `ids` with any forward function (no KV cache: each step runs
     the whole window), sliding the window by half a block as `sampling.generate` does."""
-    from .sampling import _context_start
-
     ids, start = list(ids), 0
     for _ in range(n):
-        start = _context_start(len(ids), start, block_size)
+        start = context_start(len(ids), start, block_size)
         ids.append(int(np.argmax(last_logits(ids[start:]))))
     return ids
 
 
-def time_decoding(runs: dict, ids: list[int], n: int, block_size: int, rounds: int = 3) -> dict:
-    """Tokens per second of greedy decoding for each `last_logits` function in `runs`, timed
-    side by side: every round times each once (alternating the order), the best round counts.
-    Also checks that they all produce the same tokens."""
-    import time
+if __name__ == "__main__":  # `python -m course_utils.export` runs the command line, kept apart
+    import runpy
 
-    best = {name: float("inf") for name in runs}
-    outputs = {name: greedy_decode(fn, ids, 2, block_size) for name, fn in runs.items()}  # warm-up
-    for r in range(rounds):
-        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
-            t0 = time.perf_counter()
-            outputs[name] = greedy_decode(runs[name], ids, n, block_size)
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return {name: {"tokens_per_s": n / best[name], "tokens": outputs[name]} for name in runs}
-
-
-# ---------------------------------------------------------------------------- the site's models
-
-
-def _val_loss(model: GPT, which: str, vocab: Vocab, profile) -> float:
-    """Validation loss on the data the model is judged by: news windows, or dialogue replies."""
-    from . import artifacts
-    from .datasets import DatasetBatches, DialogueExamples, WindowBatches
-    from .measure import evaluate
-
-    if which == "news":
-        val = WindowBatches(artifacts.news_tokens("val"), profile.batch_size, profile.block_size, seed=1)
-        return evaluate(model, val, max(50, profile.eval_iters), "cpu")
-    _, val_dialogues = artifacts.dialogue_splits(vocab)
-    val_set = DialogueExamples(val_dialogues, vocab, model.config.block_size, response_only=True)
-    return evaluate(model, DatasetBatches(val_set, len(val_set), shuffle=False), 1, "cpu")
-
-
-def export_site_models(profile=None, out_dir=None, precision: str = "int8", page=None,
-                       progress: bool = True) -> list[dict]:
-    """Export the news and dialogue models of `profile` for the site in `precision`.
-
-    Every precision is measured on the same validation batches (file size, loss change), and
-    the table is written to `page` (default `book/generated/browser_models.md`, which the
-    appendix includes). Returns the table's rows.
-    """
-    from . import artifacts
-    from .config import get_profile
-    from .sampling import generate
-
-    profile = profile or get_profile()
-    out_dir = Path(out_dir) if out_dir else STATIC_MODELS
-    rows = []
-    for which, title in SITE_MODELS.items():
-        build = artifacts.pretrained_lm if which == "news" else artifacts.dialogue_lm
-        model, vocab, info = build(profile, progress=progress, device="cpu")
-        reference = _val_loss(model, which, vocab, profile)
-        for option in PRECISIONS:
-            exported = browser_model(model, option)
-            loss = reference if option == "float32" else _val_loss(exported, which, vocab, profile)
-            prompt = vocab.encode("中国人民" if which == "news" else "你好<sep>")
-            greedy = generate(exported, torch.tensor([prompt]), 40, temperature=0)[0, len(prompt):]
-            meta = {"title": title, "profile": profile.name, "val_loss_float32": round(reference, 5),
-                    "val_loss": round(loss, 5), "parameters": model.num_parameters(),
-                    "greedy_check": {"prompt_ids": prompt, "ids": greedy.tolist()}}
-            text = browser_file_text(model, vocab, name=which, meta=meta, precision=option)
-            if option == precision:
-                atomic_write_text(out_dir / f"{which}.js", text)
-            rows.append({"model": which, "precision": option, "MB": len(text.encode()) / 1e6,
-                         "val_loss": loss, "change": loss - reference, "written": option == precision,
-                         "parameters": model.num_parameters(),
-                         "macs_per_token": macs_per_token(model.config)})
-    write_models_page(rows, profile, page)
-    return rows
-
-
-def macs_per_token(config: GPTConfig, context: int | None = None) -> int:
-    """Multiply-adds to read one new token with a KV cache holding `context` positions (default:
-    a full block): the block matrices, attention over the cache, and the tied head."""
-    d, T = config.d_model, config.block_size if context is None else context
-    per_block = 3 * d * d + d * d + 2 * d * config.d_ff + 2 * T * d
-    return config.n_layers * per_block + config.vocab_size * d
-
-
-def _signed(x: float) -> str:
-    text = f"{x:+.5f}"
-    return "0.00000" if float(text) == 0 else text
-
-
-def write_models_page(rows: list[dict], profile, page=None) -> Path:
-    """The table of exported sizes and validation losses, as Markdown for the appendix."""
-    page = Path(page) if page else GENERATED_PAGE
-    lines = [f"Measured by `python -m course_utils.export browser --profile {profile.name}` "
-             "(validation loss on the same batches for every precision: news windows for the news "
-             "model, the replies of the held-out conversations for the dialogue model).", "",
-             "| model | precision | file | validation loss | change | on the site |",
-             "|---|---|---:|---:|---:|:---:|"]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['precision']} | {r['MB']:.2f} MB | {r['val_loss']:.5f} | "
-                     f"{_signed(r['change'])} | {'yes' if r['written'] else ''} |")
-    shipped = sum(r["MB"] for r in rows if r["written"])
-    size = {(r["model"], r["precision"]): r for r in rows}
-    first = rows[0]
-    lines += ["", f"Each model has {first['parameters']:,} parameters and reads a new token with "
-              f"{first['macs_per_token']:,} multiply-adds when its context is full. The site ships "
-              f"{shipped:.2f} MB of model files in all."]
-    for model in dict.fromkeys(r["model"] for r in rows):
-        if (model, "int8") in size and (model, "float16") in size:
-            i8, f16 = size[model, "int8"], size[model, "float16"]
-            lines.append(f"\nFor the {model} model, float16 would make the file "
-                         f"{f16['MB'] / i8['MB']:.2f} times as large as int8's, for a validation "
-                         f"loss change of {_signed(f16['change'])} nats instead of {_signed(i8['change'])}.")
-    atomic_write_text(page, "\n".join(lines) + "\n")
-    return page
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .config import get_profile
-
-    parser = argparse.ArgumentParser(
-        prog="python -m course_utils.export",
-        description="Export the book's models: for the site's pages (`browser`), as a Hugging Face "
-                    "transformers checkpoint (`huggingface`), or as an ONNX file (`onnx`).")
-    sub = parser.add_subparsers(dest="command", required=True)
-    browser = sub.add_parser("browser", help="the news and dialogue GPTs the site runs in the browser")
-    browser.add_argument("--out", default=str(STATIC_MODELS), help="folder for news.js and dialogue.js")
-    browser.add_argument("--precision", choices=PRECISIONS, default="int8")
-    hf = sub.add_parser("huggingface", help="a GPT2LMHeadModel checkpoint and its tokenizer")
-    hf.add_argument("--out", required=True, help="the checkpoint folder to write")
-    onnx_cmd = sub.add_parser("onnx", help="the forward pass as an ONNX file")
-    onnx_cmd.add_argument("--out", required=True, help="the .onnx file to write")
-    onnx_cmd.add_argument("--int8", action="store_true", help="also write an int8 copy (.int8.onnx)")
-    for p in (browser, hf, onnx_cmd):
-        p.add_argument("--profile", choices=["ci", "cpu", "gpu"],
-                       help="model size (default: $COURSE_PROFILE, else gpu with CUDA, else cpu)")
-    for p in (hf, onnx_cmd):
-        p.add_argument("--model", choices=list(SITE_MODELS), default="news",
-                       help="the pretrained news GPT (chapter 05) or the dialogue GPT (chapter 11)")
-    args = parser.parse_args(argv)
-    try:
-        profile = get_profile(args.profile)
-        if args.command == "browser":
-            rows = export_site_models(profile, args.out, args.precision)
-            for r in rows:
-                print(f"{r['model']:>8} {r['precision']:>7}: {r['MB']:5.2f} MB, val loss {r['val_loss']:.4f} "
-                      f"({r['change']:+.4f} nats){'  <- written' if r['written'] else ''}")
-            return 0
-        from . import artifacts
-
-        build = artifacts.pretrained_lm if args.model == "news" else artifacts.dialogue_lm
-        model, vocab, _ = build(profile, device="cpu")
-        if args.command == "huggingface":
-            print(f"wrote {to_huggingface(model, vocab, args.out)}")
-        else:
-            path = to_onnx(model, args.out, quantize=args.int8)
-            print(f"wrote {path}" + (f" and {path.with_suffix('.int8.onnx')}" if args.int8 else ""))
-    except (ValueError, RuntimeError, FileNotFoundError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    runpy.run_module("course_utils.cli.export", run_name="__main__")

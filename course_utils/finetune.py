@@ -14,8 +14,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
+from .batches import DatasetBatches
 from .model import GPT
+from .train import train_keeping_best
 from .vocab import PAD, Vocab
 
 POOLINGS = ("last", "mean")
@@ -208,7 +211,12 @@ def predict(model: GPTClassifier, dataset, batch_size: int = 128, device=None) -
 
 def classification_report(pred: Sequence[int], true: Sequence[int]) -> dict:
     """Accuracy, macro F1 and the confusion matrix (rows: true label, columns: predicted)."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+    # heavy: a second to import, only to score
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+    )
 
     return {"accuracy": float(accuracy_score(true, pred)),
             "f1": float(f1_score(true, pred, average="macro")),
@@ -233,6 +241,7 @@ def bootstrap_interval(pred: Sequence[int], true: Sequence[int], metric: str = "
                        n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """A percentile bootstrap interval of `metric` ('accuracy' or macro 'f1'): resample the
     test set with replacement `n_boot` times and take the middle `level` of the scores."""
+    # heavy: a second to import, only to score
     from sklearn.metrics import f1_score
 
     if metric not in ("accuracy", "f1"):
@@ -291,7 +300,6 @@ def pooled_features(model: GPTClassifier, dataset, batch_size: int = 128, device
     model.eval()
     starts = range(0, len(dataset), batch_size)
     if progress:
-        from tqdm.auto import tqdm
         starts = tqdm(starts, desc="features", unit="batch", dynamic_ncols=True)
     feats, labels = [], []
     for start in starts:
@@ -309,8 +317,6 @@ def frozen_pass(model: GPT, dataset, poolings: Iterable[tuple[str, bool]] = (("l
     """One pass of a frozen GPT over a dataset of (ids, label) pairs. Returns the inputs of its
     last block (N, T, d_model), for training only the top, and its final hidden states pooled
     in each (pooling, mask_padding) way of `poolings`, for training only a head."""
-    from tqdm.auto import tqdm
-
     poolings = list(poolings)
     was_training = model.training
     model.eval()
@@ -369,11 +375,8 @@ def train_best(model: nn.Module, fit, val, cfg, batch_size: int, seed: int = 0):
     """Train `model` on (input, label) datasets with the book's loop and keep the weights of the
     evaluation with the lowest validation loss (steps chosen on validation, never on test).
     Returns (the train result, the best step)."""
-    from .train import DatasetBatches, train_keeping_best
-
     result, best = train_keeping_best(model, DatasetBatches(fit, batch_size, seed=seed), cfg,
-                                      val_source=DatasetBatches(val, min(len(val), 4 * batch_size), seed=1),
-                                      prefix=".finetune_run.")
+                                      val_source=DatasetBatches(val, min(len(val), 4 * batch_size), seed=1))
     return result, int(best["step"])
 
 

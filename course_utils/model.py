@@ -19,6 +19,21 @@ from .vocab import PAD
 
 @dataclass
 class GPTConfig:
+    """The shape of a GPT. Every size must be a positive whole number.
+
+    - `vocab_size`: tokens the model reads and predicts (the vocabulary's length, specials included).
+    - `block_size`: the context: the most tokens the model sees at once (its position table's rows).
+    - `d_model`: the width of the residual stream: every token is a vector of this many numbers.
+    - `n_heads`: attention heads per block; `d_model` must be divisible by it (head size
+      `d_model // n_heads`).
+    - `n_layers`: transformer blocks, one after the other.
+    - `d_ff`: the hidden width of each block's MLP (GPT-2: 4 * d_model).
+    - `dropout`: the probability of zeroing an activation while training, in [0, 1).
+    - `bias`: whether Linear layers and LayerNorms have biases (GPT-2: yes).
+    - `fused_attention`: PyTorch's fused `scaled_dot_product_attention`; False runs the explicit
+      softmax(QK^T / sqrt(d_k))V of chapter 03 (slower, the same math).
+    """
+
     vocab_size: int
     block_size: int = 128
     d_model: int = 256
@@ -27,7 +42,7 @@ class GPTConfig:
     d_ff: int = 1024
     dropout: float = 0.1
     bias: bool = True
-    fused_attention: bool = True  # False: the explicit softmax(QK^T)V path (slower, same math)
+    fused_attention: bool = True
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "d_model", "n_heads", "n_layers", "d_ff"):
@@ -66,8 +81,10 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(config.d_model, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, key_padding_mask=None, cache: KVCache | StaticKVCache | None = None):
-        x = x + self.attn(self.ln1(x), key_padding_mask=key_padding_mask, cache=cache)
+    def forward(self, x, key_padding_mask=None, cache: KVCache | StaticKVCache | None = None,
+                pos: torch.Tensor | None = None, visible: torch.Tensor | None = None):
+        x = x + self.attn(self.ln1(x), key_padding_mask=key_padding_mask, cache=cache, pos=pos,
+                          visible=visible)
         return x + self.mlp(self.ln2(x))
 
 
@@ -120,6 +137,17 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
 
 
 class GPT(nn.Module):
+    """A decoder-only transformer language model (GPT-2's architecture, at any size).
+
+    Token ids (B, T) -> token embeddings + learned position embeddings -> `n_layers`
+    pre-LayerNorm blocks (causal self-attention, then an MLP, each added to the residual
+    stream) -> a final LayerNorm -> the head, which shares its matrix with the token embedding
+    (weight tying) and gives the logits of the next token at every position, (B, T, vocab).
+    `model(idx, targets)` returns `(logits, loss)`: the cross-entropy over the targets that
+    are not `<pad>`, or None without targets. `hidden_states` stops before the head (the
+    features chapter 10 classifies); `new_cache` starts a KV cache for generation (chapter 08).
+    """
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
@@ -147,7 +175,7 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ checks
 
-    def _check_input(self, idx: torch.Tensor, past: int) -> None:
+    def _check_input(self, idx: torch.Tensor, past: int, values: bool = True) -> None:
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
             shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
             raise ValueError(f"idx must be a (batch, time) tensor of token ids, got {shape}")
@@ -162,7 +190,7 @@ class GPT(nn.Module):
                 + (f" ({past} cached + {T} new)" if past else "")
                 + f": crop it to the last {limit} tokens, e.g. idx[:, -{limit}:]"
             )
-        if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        if not values or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
             return  # reading values breaks a compiled or exported graph: those checks run in eager only
         lo, hi = int(idx.min()), int(idx.max())
         if lo < 0 or hi >= self.config.vocab_size:
@@ -182,28 +210,37 @@ class GPT(nn.Module):
         return [KVCache() for _ in self.blocks]
 
     def hidden_states(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                      cache: list[KVCache] | None = None) -> torch.Tensor:
+                      cache: list[KVCache] | None = None, pos: torch.Tensor | None = None) -> torch.Tensor:
         """The final-LayerNorm outputs (B, T, d_model): the features fine-tuning builds on.
 
         attention_mask: optional (B, T) bool/0-1 tensor, 1 at real tokens, 0 at padding keys
         (with a cache: (B, cached + T), covering every key position).
+        pos: the fixed-shape decode step (`course_utils.decoding.decode_step`): one token per
+        row at position `pos` (0-d, or (B,) one per row) of static caches holding the window;
+        it reads every slot of the caches, those after `pos` masked out.
         """
-        past = len(cache[0]) if cache else 0
-        self._check_input(idx, past)
         if cache is not None and len(cache) != len(self.blocks):
             raise ValueError(f"cache has {len(cache)} layers, the model {len(self.blocks)}: use model.new_cache()")
-        kpm = None
-        if attention_mask is not None:
-            if tuple(attention_mask.shape) != (idx.size(0), past + idx.size(1)):
-                raise ValueError(
-                    f"attention_mask has shape {tuple(attention_mask.shape)}, expected "
-                    f"(batch, cached + new tokens) = {(idx.size(0), past + idx.size(1))}"
-                )
-            kpm = attention_mask.to(torch.bool)
-        pos = torch.arange(past, past + idx.size(1), device=idx.device)
-        x = self.drop(self.tok_emb(idx.long()) + self.pos_emb(pos))
+        if pos is not None:
+            if attention_mask is not None:
+                raise ValueError("the fixed-shape step (pos) takes no attention_mask")
+            self._check_input(idx, 0, values=False)       # its tokens come from the sampler
+            positions, kpm, visible = pos.view(-1, 1), None, cache[0].visible(pos)
+        else:
+            past = len(cache[0]) if cache else 0
+            self._check_input(idx, past)
+            positions, kpm, visible = torch.arange(past, past + idx.size(1), device=idx.device), None, None
+            if attention_mask is not None:
+                if tuple(attention_mask.shape) != (idx.size(0), past + idx.size(1)):
+                    raise ValueError(
+                        f"attention_mask has shape {tuple(attention_mask.shape)}, expected "
+                        f"(batch, cached + new tokens) = {(idx.size(0), past + idx.size(1))}"
+                    )
+                kpm = attention_mask.to(torch.bool)
+        x = self.drop(self.tok_emb(idx.long()) + self.pos_emb(positions))
         for i, block in enumerate(self.blocks):
-            x = block(x, key_padding_mask=kpm, cache=None if cache is None else cache[i])
+            x = block(x, key_padding_mask=kpm, cache=None if cache is None else cache[i], pos=pos,
+                      visible=visible)
         return self.ln_f(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,

@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import matplotlib
+from matplotlib import font_manager
 
 CJK_FONT = "Noto Sans CJK SC"
 
@@ -19,8 +20,6 @@ def setup(dpi: int = 80) -> str | None:
     Returns the CJK font's name, or None (with a warning) when no CJK font is available,
     in which case Chinese characters show as boxes but nothing fails.
     """
-    from matplotlib import font_manager
-
     spec = importlib.util.find_spec("mplfonts")
     font = None
     if spec is not None and spec.submodule_search_locations:

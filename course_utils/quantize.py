@@ -2,14 +2,14 @@
 
 Symmetric and asymmetric (affine) int8, per tensor or per channel; a weight-only
 `Int8Linear`/`Int8Embedding` and `quantize_model` to swap them into a GPT (keeping a
-tied embedding/head tied); PyTorch's dynamic int8; size on disk, speed and loss.
+tied embedding/head tied); PyTorch's dynamic int8; size on disk and agreement of the logits.
+Speed is measured side by side by `course_utils.timing.compare` and `linear_timings`.
 
-Command line: `python -m course_utils.quantize --help`.
+Command line: `python -m course_utils.quantize --help` (course_utils/cli/quantize.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import tempfile
@@ -19,6 +19,11 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.ao.quantization import (
+    default_dynamic_qconfig,
+    per_channel_dynamic_qconfig,
+    quantize_dynamic,
+)
 
 QMAX = 127  # symmetric int8 uses -127..127 (dropping -128 keeps the grid symmetric around 0)
 UMAX = 255  # asymmetric uses uint8 0..255 and a zero point
@@ -253,12 +258,6 @@ def dynamic_int8(model: nn.Module, per_channel: bool = False, quiet: bool = True
     `torch.ao.quantization.quantize_dynamic` still works in torch 2.x but warns that it is
     deprecated in favour of the separate `torchao` package; `quiet` hides those warnings.
     """
-    from torch.ao.quantization import (
-        default_dynamic_qconfig,
-        per_channel_dynamic_qconfig,
-        quantize_dynamic,
-    )
-
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
     spec: dict = {nn.Linear: qconfig}
     if only is not None:
@@ -273,38 +272,6 @@ def dynamic_int8(model: nn.Module, per_channel: bool = False, quiet: bool = True
         if quiet:
             warnings.filterwarnings("ignore", message=r".*(deprecated|torchao).*")
         return quantize_dynamic(copy.deepcopy(model).cpu().eval(), spec, dtype=torch.qint8)
-
-
-def linear_timings(model: nn.Module, rows: int = 1, repeats: int = 200, rounds: int = 5,
-                   threads: int | None = 1) -> list[dict]:
-    """Microseconds per call of every distinct `nn.Linear` shape of `model` on `rows` input rows,
-    fp32 against PyTorch's dynamic int8 of the same layer (best of `rounds` interleaved rounds
-    of `repeats` calls). Returns one dict per shape: `shape` (in, out), `names` (the modules
-    with that shape), `fp32_us`, `int8_us`. Where int8 is faster, quantizing pays."""
-    import time
-
-    from .measure import num_threads
-
-    shapes: dict[tuple[int, int], tuple[nn.Linear, list[str]]] = {}   # shape -> (a layer, names)
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Linear):
-            shapes.setdefault((m.in_features, m.out_features), (m, []))[1].append(name)
-    out = []
-    with num_threads(threads), torch.inference_mode():
-        for key, (linear, names) in shapes.items():
-            fp32 = copy.deepcopy(linear).cpu().eval()
-            int8 = dynamic_int8(nn.Sequential(fp32))
-            x = torch.randn(rows, key[0])
-            best = {"fp32_us": float("inf"), "int8_us": float("inf")}
-            for _ in range(rounds):
-                for label, layer in (("fp32_us", fp32), ("int8_us", int8)):
-                    layer(x)
-                    t0 = time.perf_counter()
-                    for _ in range(repeats):
-                        layer(x)
-                    best[label] = min(best[label], (time.perf_counter() - t0) / repeats * 1e6)
-            out.append({"shape": key, "names": names, **best})
-    return out
 
 
 # ---------------------------------------------------------------------------- measurements
@@ -341,137 +308,7 @@ def logits_agreement(reference: nn.Module, other: nn.Module, x: torch.Tensor) ->
             "top1_agree": float((a.argmax(-1) == b.argmax(-1)).float().mean())}
 
 
-@torch.no_grad()
-def forward_ms(model: nn.Module, x: torch.Tensor, repeats: int = 3, threads: int | None = None,
-               warmup: bool = True) -> float:
-    """Milliseconds of one forward pass over the batch `x` (best of `repeats`, after a warm-up
-    pass unless `warmup` is False), on `threads` CPU threads (None: the current setting)."""
-    import time
+if __name__ == "__main__":  # `python -m course_utils.quantize` runs the command line, kept apart
+    import runpy
 
-    from .measure import num_threads
-
-    with num_threads(threads):
-        if warmup:
-            model(x)
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(x)
-            best = min(best, time.perf_counter() - t0)
-    return best * 1000
-
-
-def measure(model: nn.Module, *, val_source=None, eval_iters: int = 10, prompt=None,
-            new_tokens: int = 64, batch=None, repeats: int = 3,
-            threads: int | None = None) -> dict[str, float]:
-    """Size on disk (MB); milliseconds per generated token (greedy with the KV cache, batch 1,
-    from `prompt`); milliseconds per forward pass over `batch` (whole windows at once, as in
-    evaluation or a prompt's prefill); validation loss (`course_utils.measure.evaluate` on
-    `val_source`). Timings are the best of `repeats` on `threads` CPU threads."""
-    from .measure import evaluate
-    from .sampling import tokens_per_second
-
-    device = next(model.parameters()).device
-    row = {"size_MB": state_dict_bytes(model) / 1e6}
-    if prompt is not None:
-        row["ms_per_token"] = 1000 / tokens_per_second(model, prompt, new_tokens, repeats=repeats,
-                                                       threads=threads)
-    if batch is not None:
-        row["ms_per_batch"] = forward_ms(model, batch.to(device), repeats, threads)
-    if val_source is not None:
-        row["val_loss"] = evaluate(model, val_source, eval_iters, device)
-    return row
-
-
-def compare(models: dict, *, val_source=None, eval_iters: int = 10, prompt=None, new_tokens: int = 64,
-            batch=None, rounds: int = 3, threads: int | None = None, progress: bool = False,
-            compile: bool = False, skip_loss: Iterable[str] = ()):
-    """`measure` for several models, with the timings interleaved: in each of `rounds` rounds
-    every model is timed once (the order alternates), and each model's best round is kept,
-    so a slow patch of a shared machine hits all of them alike. With `compile`, generation
-    uses the compiled decode step (`generate(..., compile=True)`), after one untimed
-    generation per model that compiles it. `skip_loss`: names of models whose validation loss
-    is left out (NaN), for one slow to evaluate whose loss is checked another way. Returns a
-    DataFrame."""
-    import pandas as pd
-
-    from .measure import evaluate
-    from .sampling import tokens_per_second
-
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds must be a whole number >= 1, got {rounds!r}")
-    names = list(models)
-    skip_loss = set(skip_loss)
-    if skip_loss - set(names):
-        raise ValueError(f"skip_loss names no model: {sorted(skip_loss - set(names))}; the models are {names}")
-    times: dict[str, dict[str, list[float]]] = {n: {"ms_per_token": [], "ms_per_batch": []} for n in names}
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=rounds * len(names) + (len(names) if val_source is not None else 0),
-                   desc="measuring", unit="run")
-    if compile and prompt is not None:
-        from .sampling import generate
-
-        for m in models.values():   # compiles the step and the slide's prefill: not timed
-            generate(m, prompt, new_tokens, temperature=0, compile=True)
-    for r in range(rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
-            m = models[name]
-            if prompt is not None:
-                rate = tokens_per_second(m, prompt, new_tokens, repeats=1, threads=threads, compile=compile)
-                times[name]["ms_per_token"].append(1000 / rate)
-            if batch is not None:
-                device = next(m.parameters()).device
-                # the first round warms each model up; later rounds time it warm, without
-                # another untimed pass (a slow model's warm-up would cost as much as its timing)
-                times[name]["ms_per_batch"].append(forward_ms(m, batch.to(device), 1, threads, warmup=r == 0))
-            if progress:
-                bar.update(1)
-    rows = {}
-    for name in names:
-        m = models[name]
-        row = {"size_MB": state_dict_bytes(m) / 1e6}
-        row.update({k: min(v) for k, v in times[name].items() if v})
-        if val_source is not None:
-            row["val_loss"] = (float("nan") if name in skip_loss
-                               else evaluate(m, val_source, eval_iters, next(m.parameters()).device))
-            if progress:
-                bar.update(1)
-        rows[name] = row
-    if progress:
-        bar.close()
-    return pd.DataFrame(rows).T
-
-
-# ---------------------------------------------------------------------------- command line
-
-
-def main(argv: list[str] | None = None) -> int:
-    from . import artifacts
-    from .config import get_profile
-    from .datasets import WindowBatches
-
-    parser = argparse.ArgumentParser(
-        prog="python -m course_utils.quantize",
-        description="Quantize the pretrained model of a profile (from-scratch int8 and PyTorch's "
-                    "dynamic int8) and print size on disk, ms per generated token and val loss.")
-    parser.add_argument("--profile", choices=["ci", "cpu", "gpu"],
-                        help="model size (default: $COURSE_PROFILE, else gpu with CUDA, else cpu)")
-    parser.add_argument("--new-tokens", type=int, default=64, help="tokens generated per timing run")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for the timing (0: torch's default)")
-    args = parser.parse_args(argv)
-    profile = get_profile(args.profile)
-    model, vocab, _ = artifacts.pretrained_lm(profile, device="cpu")
-    val = WindowBatches(artifacts.news_tokens("val"), profile.batch_size, profile.block_size, seed=1)
-    prompt = torch.tensor([vocab.encode("中国")])
-    models = {"fp32": model, "int8 from scratch (per channel)": quantize_model(model),
-              "int8 dynamic (torch.ao)": dynamic_int8(model)}
-    table = compare(models, val_source=val, eval_iters=profile.eval_iters, prompt=prompt,
-                    new_tokens=args.new_tokens, batch=val.get(0)[0], threads=args.threads or None)
-    print(table.round(3).to_string())
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    runpy.run_module("course_utils.cli.quantize", run_name="__main__")

@@ -1,4 +1,4 @@
-"""Samplers as operations on logits, and generation (greedy, multinomial, beam, KV cache).
+"""Samplers as operations on logits, and generation: greedy, sampled, beam search (chapter 08).
 
 Filters work on *logits*: masked entries become -inf and one softmax follows. (The
 source material re-applied softmax to probabilities and applied temperature as
@@ -6,25 +6,19 @@ softmax(log(p)/T), which flattens the distribution; see chapter 08.)
 
 Context rule: the model sees at most `block_size` tokens. When the context is full it
 slides forward by half a block (`block_size // 2` tokens kept), in both the cached and
-the recomputing path, so the two give identical tokens and the cache stays fast.
+the recomputing path, so the two give identical tokens and the cache stays fast. The cached
+path itself (the fixed-shape step, its compiled forms) is `course_utils.decoding`.
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
 import math
-import time
-import types
-import warnings
-import weakref
-from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Iterable, Sequence
 
 import torch
 
-from .config import compiler_available
-from .vocab import PAD, SEP, Vocab
+from .decoding import CachedDecoder
+from .vocab import PAD, SEP, UNK, Vocab
 
 STOP_CHARS = "。？！"
 
@@ -163,7 +157,8 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
 # ---------------------------------------------------------------------------- generation
 
 
-def _check_prompt(idx) -> torch.Tensor:
+def check_prompt(idx) -> torch.Tensor:
+    """The prompt as a (B, T) long tensor (a list or a 1-d tensor is one row); refuses an empty one."""
     if not isinstance(idx, torch.Tensor):
         idx = torch.as_tensor(idx, dtype=torch.long)
     if idx.dim() == 1:
@@ -173,221 +168,13 @@ def _check_prompt(idx) -> torch.Tensor:
     return idx.long()
 
 
-def _context_start(length: int, start: int, block_size: int) -> int:
-    """Where the model's window begins: slide by half a block whenever it is full."""
+def context_start(length: int, start: int, block_size: int) -> int:
+    """Where the model's window begins in a sequence of `length` tokens (it began at `start`):
+    when the window is full it slides forward, keeping the last half block."""
     keep = max(1, block_size // 2)
     while length - start > block_size:
         start = length - keep if length - keep > start else start + 1
     return start
-
-
-def decode_step(model, token: torch.Tensor, pos: torch.Tensor, keys: list, values: list) -> torch.Tensor:
-    """One new token through the model with preallocated (static) KV caches, in fixed shapes:
-    what `torch.compile` turns into one graph for every step. `token` (B, 1); `pos`, a 0-d
-    long tensor, is its position in the window, or a (B,) tensor with one position per row
-    (rows at different places of their windows: chapter 12's batching); `keys`/`values` are
-    the caches' buffers (B, H, block_size, head_dim), written in place at `pos`. Returns the
-    logits (B, V).
-
-    The attention reads all `block_size` cached positions with a mask (`<= pos`), so the
-    shapes never change from step to step and nothing is recompiled; positions beyond a
-    row's own (left there by an earlier occupant of its cache slot) are masked out."""
-    cfg = model.config
-    B, H, T = token.size(0), cfg.n_heads, cfg.block_size
-    hd = cfg.d_model // H
-    per_row = pos.dim() == 1
-    at = pos[:, None] if per_row else pos.view(1, 1)                           # (B, 1) or (1, 1)
-    x = model.tok_emb(token) + model.pos_emb(at)                               # (B, 1, d)
-    keep = (torch.arange(T, device=token.device) <= at).view(at.size(0), 1, 1, T)
-    rows = torch.arange(B, device=token.device)
-    for block, k_buf, v_buf in zip(model.blocks, keys, values, strict=True):
-        q, k, v = block.attn.qkv(block.ln1(x)).split(cfg.d_model, dim=2)
-        q, k, v = (t.view(B, 1, H, hd).transpose(1, 2) for t in (q, k, v))   # (B, H, 1, hd)
-        if per_row:                                                            # row b at pos[b]
-            k_buf[rows, :, pos] = k[:, :, 0]
-            v_buf[rows, :, pos] = v[:, :, 0]
-        else:
-            k_buf.index_copy_(2, pos.view(1), k)
-            v_buf.index_copy_(2, pos.view(1), v)
-        y = torch.nn.functional.scaled_dot_product_attention(q, k_buf, v_buf, attn_mask=keep)
-        x = x + block.attn.proj(y.transpose(1, 2).reshape(B, 1, cfg.d_model))
-        x = x + block.mlp(block.ln2(x))
-    return model.lm_head(model.ln_f(x))[:, -1]
-
-
-def prefill(model, window: torch.Tensor, cache: list,
-            lengths: torch.Tensor | None = None) -> torch.Tensor:
-    """The window (B, T) through the model into an empty `cache`; returns the logits of its last
-    position only (B, V): the language-model head at every position would cost T times as
-    much, for logits nobody reads.
-
-    lengths: optional (B,) real lengths of right-padded rows; each row's logits are then
-    taken at its own last real position. Causal attention keeps the padding after a row's
-    end out of everything before it, and a later decode step overwrites those cache slots
-    before it ever attends to them."""
-    h = model.hidden_states(window, cache=cache)
-    if lengths is None:
-        return model.lm_head(h[:, -1])
-    return model.lm_head(h[torch.arange(h.size(0), device=h.device), lengths - 1])
-
-
-def explain_decode_step(model, cached: int = 3):
-    """What `torch.compile` makes of one `decode_step` of `model` (batch 1, after a prefill of
-    `cached` tokens): `torch._dynamo.explain`'s report, with `graph_count`, `graph_break_count`
-    and `break_reasons`. Dynamo is reset first so that no earlier compilation answers for it
-    (compiled functions recompile on their next call)."""
-    cache = model.new_cache()
-    with torch.no_grad():
-        model(torch.arange(1, cached + 1)[None], cache=cache)
-        torch._dynamo.reset()
-        return torch._dynamo.explain(decode_step)(model, torch.tensor([[cached + 1]]), torch.tensor(cached),
-                                                  [c.k_buf for c in cache], [c.v_buf for c in cache])
-
-
-_EAGER_ONLY: set[int] = set()   # ids of models whose step could not be compiled: said once
-
-
-def check_compile(compile) -> None:
-    """Raise ValueError unless `compile` is False, True or "frozen"."""
-    if not (isinstance(compile, bool) or (isinstance(compile, str) and compile == "frozen")):
-        raise ValueError(f"compile must be False (eager), True (compiled step) or 'frozen' (compiled "
-                         f"with the weights frozen in), got {compile!r}")
-
-
-@functools.cache
-def _compiled_decode_step():
-    # A one-token step is mostly overhead (chapter 09 profiles one). `cpp_wrapper` makes Inductor
-    # launch the step's kernels from C++ instead of Python; in a side-by-side trial on the 2-core
-    # Xeon of the benchmarks appendix it was faster per token than the plain compiled step (its
-    # compilation takes longer), and Inductor's `decompose_mm_pass` for one-row products was not.
-    return torch.compile(decode_step, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
-
-
-@functools.cache
-def _compiled_prefill():
-    # Each slide of the window re-reads its kept half (new positions, so new keys and values):
-    # always `block_size // 2` tokens, one fixed shape, so one compiled graph serves every slide.
-    return torch.compile(prefill, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
-
-
-# compile="frozen": Inductor's freezing turns the weights into constants of the compiled code, so it
-# can lay them out ahead of time and, with `max_autotune`, time for each matrix product its own
-# generated micro-GEMM against MKL's prepacked GEMM and keep the faster. Dynamo reads `freezing`
-# while it traces, so these must be global settings during a call that compiles (as torch.compile
-# options, freezing did not take effect in torch 2.13); set around every call they cost about a
-# sixth of a step here, so `_FrozenFunction` sets them only for inputs of a shape it has not seen
-# (should Dynamo recompile for another reason, that graph reads the weights as inputs: slower,
-# never stale).
-# The last two keep the autotuner's tables and statistics out of the output.
-FROZEN_INDUCTOR = {"cpp_wrapper": True, "freezing": True, "max_autotune": True,
-                   "max_autotune_gemm_backends": "CPP,ATEN", "autotune_num_choices_displayed": 0,
-                   "max_autotune_report_choices_stats": False}
-_FROZEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> _Frozen
-
-
-class _FrozenFunction:
-    """`fn` compiled with the weights frozen in, on a fresh copy of its code: Dynamo keeps its
-    compiled graphs per code object, so each model (and each version of its weights) gets its own."""
-
-    def __init__(self, fn):
-        copy = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__,
-                                  fn.__closure__)
-        copy.__kwdefaults__ = fn.__kwdefaults__
-        self.compiled = torch.compile(copy, fullgraph=True, dynamic=False)
-        self.shapes: set = set()     # the inputs' shapes (strides, dtypes) compiled so far
-
-    def __call__(self, *args):
-        # what Dynamo's guards check of each tensor: a new combination is a new compilation
-        shapes = tuple((t.shape, t.stride(), t.dtype, t.requires_grad) for a in args
-                       for t in (a if isinstance(a, (list, tuple)) else [a]) if isinstance(t, torch.Tensor))
-        if shapes in self.shapes:
-            return self.compiled(*args)
-        from torch._inductor import config as inductor_config
-
-        with inductor_config.patch(FROZEN_INDUCTOR), warnings.catch_warnings():
-            # torch's own autotuning code calls the deprecated `Tensor.storage()`: not the reader's
-            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
-            out = self.compiled(*args)
-        self.shapes.add(shapes)
-        return out
-
-
-class _Frozen(NamedTuple):
-    weights: tuple     # (address, version) of every parameter and buffer when it was compiled
-    step: Callable
-    prefill: Callable
-
-
-def _weights_key(model) -> tuple:
-    # In-place updates (an optimizer step, load_state_dict, p.add_) bump a tensor's version;
-    # replacing `.data` moves its address. Either means the frozen copy is out of date.
-    return tuple((t.data_ptr(), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
-
-
-def _frozen(model) -> _Frozen:
-    """The model's frozen compiled step and prefill, compiled again when its weights changed."""
-    key = _weights_key(model)
-    entry = _FROZEN.get(model)
-    if entry is None or entry.weights != key:
-        entry = _FROZEN[model] = _Frozen(key, _FrozenFunction(decode_step), _FrozenFunction(prefill))
-    return entry
-
-
-def _compiled_or_eager(model, compiled, eager, *args):
-    """`compiled(model, *args)` where there is one (not None) and `torch.compile` works here, else
-    `eager(model, *args)`; the first failure for a model is said once, and that model is decoded
-    eagerly from then on."""
-    if compiled is not None and id(model) not in _EAGER_ONLY:
-        why = compiler_available()
-        if why is None:
-            try:
-                return compiled(model, *args)
-            except Exception as err:  # a failed compilation: say so once, then decode eagerly
-                why = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
-        print(f"torch.compile is not available here ({why}): decoding without it")
-        _EAGER_ONLY.add(id(model))
-    return eager(model, *args)
-
-
-def _compiled_fns(model, compile) -> tuple[Callable | None, Callable | None]:
-    """The compiled step and slide prefill that `compile` asks for, or (None, None) for eager
-    decoding; looked up once per `generate` call (the frozen ones are checked against the
-    model's current weights)."""
-    if not compile:
-        return None, None
-    if compile == "frozen":
-        frozen = _frozen(model)
-        return frozen.step, frozen.prefill
-    return _compiled_decode_step(), _compiled_prefill()
-
-
-def _step(model, token, pos, caches, keys, values, compiled) -> torch.Tensor:
-    """The next logits (B, V) for one new token, through the static caches (lengths advanced);
-    `keys`/`values` are the caches' buffers, listed once per cache; `compiled`: the compiled
-    `decode_step`, or None."""
-    logits = _compiled_or_eager(model, compiled, decode_step, token, pos, keys, values)
-    return _advance(caches, logits)
-
-
-def _prefill(model, window: torch.Tensor, cache: list, compiled) -> torch.Tensor:
-    """`prefill` into a new static cache; through `compiled` (if not None) for the window a slide keeps,
-    `block_size // 2` tokens, and eager for a prompt of any other length (one graph per shape)."""
-    if window.size(1) != max(1, model.config.block_size // 2):
-        return prefill(model, window, cache)
-
-    def eager(model, window, cache):
-        for c in cache:      # a compilation that failed part-way must not leave positions behind
-            c.crop(0)
-        return prefill(model, window, cache)
-
-    return _compiled_or_eager(model, compiled, eager, window, cache)
-
-
-def _advance(caches, logits: torch.Tensor) -> torch.Tensor:
-    """Count the position just written into every cache; pass the logits through."""
-    for c in caches:
-        c.length += 1
-    return logits
 
 
 @torch.no_grad()
@@ -397,52 +184,31 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
              seed: int | None = None, compile: bool | str = False) -> torch.Tensor:
     """Extend `idx` (B, T) by up to `max_new_tokens` tokens; returns the ids, prompt included.
 
-    Rows that emit a stop token stop there and are padded with `<pad>`; generation ends
-    when every row has stopped. With `use_cache` each step feeds one token through a
-    preallocated KV cache instead of re-running the whole context; with `compile` that
-    step, and the prefill of the half window kept at each slide, are compiled by
-    `torch.compile` (once per batch size; it falls back to eager mode, saying so, where no
-    C++ compiler is available). `compile="frozen"` also freezes the weights into the compiled
-    code, so Inductor can prepack them and pick the faster of its own GEMM and MKL's for each
-    matrix: faster per token (benchmarks appendix), but its compilation takes longer and is
-    redone whenever the weights have changed since (an optimizer step, `load_state_dict`).
+    Each step takes the logits of the next token (through a KV cache, or with `use_cache=False`
+    by running the model over the whole window again), applies the repetition penalty, samples,
+    and writes `<pad>` for rows that have stopped. A row stops at a stop token; generation ends
+    when every row has. `compile` (True, or "frozen" with the weights frozen in) compiles the
+    cached step with `torch.compile`: see `course_utils.decoding`.
     """
     check_settings(temperature, top_k, top_p, repetition_penalty, max_new_tokens)
-    check_compile(compile)
-    idx = _check_prompt(idx)
+    decoder = CachedDecoder(model, compile)
     device = next(model.parameters()).device
-    idx = idx.to(device)
-    compiled_step, compiled_prefill = _compiled_fns(model, compile if use_cache else False)
+    idx = check_prompt(idx).to(device)
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
     stops = torch.tensor(sorted(set(stop_tokens or [])), dtype=torch.long, device=device)
-    block = model.config.block_size
-    was_training = model.training
-    model.eval()
-
-    # Every buffer is allocated once: the output (prompt, then the new tokens written in place),
-    # the one-token input and its position (the compiled step's inputs, refilled every step).
     B, n = idx.shape
     out = torch.full((B, n + max_new_tokens), PAD, dtype=torch.long, device=device)
-    out[:, :n] = idx
-    token = torch.empty((B, 1), dtype=torch.long, device=device)
-    pos = torch.zeros((), dtype=torch.long, device=device)
+    out[:, :n] = idx                                    # the prompt, then new tokens in place
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    start, cache, cached_from = 0, None, None
+    was_training, start = model.training, 0
+    model.eval()
     for _ in range(max_new_tokens):
-        start = _context_start(n, start, block)
+        start = context_start(n, start, model.config.block_size)
         if use_cache:
-            if cache is None or cached_from != start:
-                cache, cached_from = model.new_cache(), start
-                logits = _prefill(model, out[:, start:n], cache, compiled_prefill)
-                keys, values = [c.k_buf for c in cache], [c.v_buf for c in cache]  # allocated now
-            else:
-                pos.fill_(len(cache[0]))
-                token.copy_(out[:, n - 1:n])
-                logits = _step(model, token, pos, cache, keys, values, compiled_step)
+            logits = decoder.next_logits(out, start, n).float()
         else:
-            logits = model(out[:, start:n])[0][:, -1, :]
-        logits = logits.float()
+            logits = model(out[:, start:n])[0][:, -1].float()
         if repetition_penalty != 1.0:
             logits = apply_repetition_penalty(logits, out[:, :n], repetition_penalty)
         nxt = sample_next(logits, temperature, top_k, top_p, generator)
@@ -467,7 +233,7 @@ def beam_search(model, idx, max_new_tokens: int, beam_width: int = 4, length_pen
     if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
         raise ValueError(f"beam_width must be a whole number >= 1, got {beam_width!r}")
     check_settings(max_new_tokens=max_new_tokens)
-    idx = _check_prompt(idx)
+    idx = check_prompt(idx)
     if idx.size(0) != 1:
         raise ValueError(f"beam_search takes one prompt (batch of 1), got a batch of {idx.size(0)}")
     device = next(model.parameters()).device
@@ -482,7 +248,7 @@ def beam_search(model, idx, max_new_tokens: int, beam_width: int = 4, length_pen
     beams = [(0.0, idx[0].to(device), 0)]  # (log-prob, ids, window start)
     finished: list[tuple[float, torch.Tensor]] = []
     for _ in range(max_new_tokens):
-        starts = [_context_start(len(ids), s, block) for _, ids, s in beams]
+        starts = [context_start(len(ids), s, block) for _, ids, s in beams]
         lengths = {len(ids) - s for (_, ids, _), s in zip(beams, starts, strict=True)}
         if len(lengths) == 1:
             batch = torch.stack([ids[s:] for (_, ids, _), s in zip(beams, starts, strict=True)])
@@ -516,7 +282,7 @@ def sequence_logprob(model, ids, prompt_len: int) -> float:
 
     The whole sequence must fit in the model's context (`block_size` tokens).
     """
-    ids = _check_prompt(ids)
+    ids = check_prompt(ids)
     if ids.size(0) != 1:
         raise ValueError(f"sequence_logprob takes one sequence (batch of 1), got {ids.size(0)}")
     if not 1 <= prompt_len < ids.size(1):
@@ -535,28 +301,6 @@ def sequence_logprob(model, ids, prompt_len: int) -> float:
     return float(picked[prompt_len - 1:].sum())
 
 
-def tokens_per_second(model, idx, max_new_tokens: int, repeats: int = 3, threads: int | None = None,
-                      **settings) -> float:
-    """Generation speed: new tokens per second, the best of `repeats` timed runs (after one
-    untimed warm-up). Pass `use_cache=False` to time the recomputing path. `threads` sets
-    torch's CPU threads for the measurement (restored afterwards); None keeps the current."""
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be a whole number >= 1, got {repeats!r}")
-    settings.setdefault("temperature", 0)
-    settings.pop("stop_tokens", None)  # time exactly max_new_tokens tokens
-    from .measure import num_threads
-
-    with num_threads(threads):
-        generate(model, idx, min(max_new_tokens, 4), **settings)  # warm-up
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            out = generate(model, idx, max_new_tokens, **settings)
-            best = min(best, time.perf_counter() - t0)
-    new = out.size(1) - _check_prompt(idx).size(1)
-    return new / max(best, 1e-9)
-
-
 # ---------------------------------------------------------------------------- text in, text out
 
 
@@ -571,7 +315,7 @@ def encode_prompt(vocab: Vocab, prompt: str) -> list[int]:
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("the prompt is empty: type at least one character")
     ids = vocab.encode(prompt)
-    known = [i for i in ids if i != 1]
+    known = [i for i in ids if i != UNK]
     if not known:
         raise ValueError(f"no character of the prompt {prompt[:30]!r} is in the vocabulary: "
                          f"try Chinese text like the training corpus")

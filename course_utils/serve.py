@@ -9,26 +9,19 @@ GET  /          -> a page to try the service from a browser (no external request
 
 The model is loaded once and runs in ONE worker thread, off the event loop. Requests that
 wait, or arrive while a batch runs, are decoded together (`course_utils.batching`): each
-gets the text it would get alone. `python -m course_utils.serve --help`.
+gets the text it would get alone. The command line, `python -m course_utils.serve --help`, is
+course_utils/cli/serve.py; running the service in a thread or a process, and load-testing it,
+is `course_utils.serve_tools`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
-import time
-import urllib.request
 from collections import Counter, deque
 from importlib import resources
 
-import numpy as np
 from aiohttp import web
 
 from . import sampling
@@ -386,24 +379,22 @@ async def _stop_worker(app: web.Application) -> None:
     await asyncio.get_running_loop().run_in_executor(None, app[WORKER_KEY].stop)
 
 
-def make_app(model=None, vocab=None, profile=None, *, batching: bool = True,
-             max_rows: int = MAX_ROWS, max_queue: int = MAX_QUEUE,
-             time_limit: float = TIME_LIMIT_S) -> web.Application:
-    """The aiohttp application. Without `model`/`vocab`, loads the pretrained model of
-    `profile` (default: the active one) once, now. `batching=False` decodes one request
-    at a time (the unbatched service, for comparison); `max_rows` rows (samples) are
-    decoded together at most; `max_queue` requests may wait; each has `time_limit` s."""
-    if (model is None) != (vocab is None):
-        raise ValueError("give both model and vocab, or neither (to load the pretrained model)")
+def check_limits(max_rows: int, max_queue: int, time_limit: float) -> None:
+    """Raise ValueError unless the service's limits make sense."""
     if max_queue < 0 or time_limit <= 0 or max_rows < MAX_SAMPLES:
         raise ValueError(f"need max_queue >= 0, time_limit > 0 and max_rows >= {MAX_SAMPLES} "
                          f"(one request's samples), got {max_queue}, {time_limit}, {max_rows}")
-    info = {}
-    if model is None:
-        from .artifacts import pretrained_lm
 
-        model, vocab, meta = pretrained_lm(profile, progress=False)
-        info["profile"] = meta.get("profile")
+
+def make_app(model, vocab, *, batching: bool = True, max_rows: int = MAX_ROWS,
+             max_queue: int = MAX_QUEUE, time_limit: float = TIME_LIMIT_S,
+             info: dict | None = None) -> web.Application:
+    """The aiohttp application serving `model` with `vocab`. `batching=False` decodes one
+    request at a time (the unbatched service, for comparison); `max_rows` rows (samples) are
+    decoded together at most; `max_queue` requests may wait; each has `time_limit` s. `info`:
+    more to say at GET /health (e.g. the profile)."""
+    check_limits(max_rows, max_queue, time_limit)
+    info = dict(info or {})
     model.eval()
     info.update(parameters=model.num_parameters(), vocab_size=len(vocab),
                 block_size=model.config.block_size, max_context_chars=MAX_CONTEXT_CHARS,
@@ -421,193 +412,7 @@ def make_app(model=None, vocab=None, profile=None, *, batching: bool = True,
     return app
 
 
-class ServerThread:
-    """An aiohttp app served on 127.0.0.1 by its own event loop in a background thread.
+if __name__ == "__main__":  # `python -m course_utils.serve` runs the command line, kept apart
+    import runpy
 
-    Handy in notebooks and tests, whose own loop then stays free to act as the client.
-    Use as a context manager, or call `stop()`.
-    """
-
-    def __init__(self, app: web.Application, host: str = "127.0.0.1", port: int = 0):
-        self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(app)
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run():
-            asyncio.set_event_loop(self.loop)
-            try:
-                self.loop.run_until_complete(self.runner.setup())
-                site = web.TCPSite(self.runner, host, port)
-                self.loop.run_until_complete(site.start())
-                self.port = site._server.sockets[0].getsockname()[1]
-            except BaseException as err:  # reported to the caller below
-                failure.append(err)
-                ready.set()
-                return
-            ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, name="aiohttp-server", daemon=True)
-        self.thread.start()
-        ready.wait(timeout=30)
-        if failure:
-            raise RuntimeError(f"the server could not start on {host}:{port}: {failure[0]}")
-        self.url = f"http://{host}:{self.port}"
-
-    def stop(self) -> None:
-        if self.thread.is_alive():
-            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=60)
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout=30)
-
-    def __enter__(self) -> ServerThread:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def run_in_thread(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> ServerThread:
-    """Serve `app` in a background thread (port 0: any free port); see ServerThread."""
-    return ServerThread(app, host, port)
-
-
-class ServerProcess:
-    """`python -m course_utils.serve` in its own process on a free 127.0.0.1 port, as in
-    production; `options` are its command-line options (e.g. "--serial"), `threads` sets
-    torch's threads there (OMP_NUM_THREADS). Waits until /health answers. Use as a context
-    manager, or call `stop()` (SIGTERM: the running batch finishes; returns the exit code)."""
-
-    def __init__(self, profile: str, *options: str, threads: int | None = None,
-                 timeout: float = 300):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if threads:
-            env["OMP_NUM_THREADS"] = str(threads)
-        self.log = tempfile.TemporaryFile("w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "course_utils.serve", "--port", str(port), "--profile", profile,
-             *options], stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        self.url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=2) as resp:
-                    self.health = json.load(resp)
-                    return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"the server did not start:\n{self.output()}") from None
-                time.sleep(0.1)
-
-    def output(self) -> str:
-        """What the server printed so far."""
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-# ---------------------------------------------------------------------------- the client side
-
-
-async def load_test(url: str, body, clients: int, per_client: int, stream: bool = False) -> dict:
-    """`clients` concurrent clients each POST `per_client` requests to `url` + /generate, one
-    after the other; request k (0, 1, ...) sends `body(k)`. Returns requests/s, the p50/p95
-    latency in ms, with `stream` the p50/p95 time to the first piece of text, and the texts
-    (by k) so runs can be compared. Every request must succeed."""
-    from aiohttp import ClientSession, ClientTimeout
-
-    latencies, first, texts = [], {}, {}
-
-    async def one(session, k: int) -> None:
-        t0 = time.perf_counter()
-        async with session.post(url + "/generate", json={**body(k), "stream": stream}) as resp:
-            if resp.status != 200:
-                raise RuntimeError(f"request {k}: HTTP {resp.status}: {await resp.text()}")
-            if not stream:
-                texts[k] = await resp.json()
-            else:
-                event = "message"
-                async for line in resp.content:   # server-sent events, line by line
-                    if line.startswith(b"event: "):
-                        event = line[7:].strip().decode()
-                    elif line.startswith(b"data: "):
-                        if k not in first:
-                            first[k] = time.perf_counter() - t0
-                        if event != "message":
-                            break
-                data = json.loads(line[6:])
-                if event != "done":
-                    raise RuntimeError(f"request {k}: {data}")
-                texts[k] = data["texts"]
-        latencies.append(time.perf_counter() - t0)
-
-    async def client(session, c: int) -> None:
-        for i in range(per_client):
-            await one(session, c * per_client + i)
-
-    async with ClientSession(timeout=ClientTimeout(total=None)) as session:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(client(session, c) for c in range(clients)))
-        wall = time.perf_counter() - t0
-    ms = lambda xs, q: 1000 * float(np.percentile(xs, q))
-    result = {"clients": clients, "requests": len(latencies), "seconds": wall,
-              "req/s": len(latencies) / wall, "p50 ms": ms(latencies, 50), "p95 ms": ms(latencies, 95)}
-    if stream:
-        firsts = list(first.values())
-        result.update({"first piece p50 ms": ms(firsts, 50), "first piece p95 ms": ms(firsts, 95)})
-    result["texts"] = [texts[k] for k in sorted(texts)]
-    return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m course_utils.serve",
-        description="Serve the pretrained GPT over HTTP (POST /generate, GET / for a page to try "
-                    "it). SIGTERM or Ctrl-C finishes the running batch, then exits.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--profile", choices=["ci", "cpu", "gpu"])
-    parser.add_argument("--serial", action="store_true",
-                        help="decode one request at a time (no batching), for comparison")
-    parser.add_argument("--max-rows", type=int, default=MAX_ROWS,
-                        help=f"samples decoded together at most (default {MAX_ROWS})")
-    parser.add_argument("--max-queue", type=int, default=MAX_QUEUE,
-                        help=f"requests that may wait; more get 503 (default {MAX_QUEUE})")
-    parser.add_argument("--time-limit", type=float, default=TIME_LIMIT_S,
-                        help=f"seconds per request, queueing included; then 504 (default {TIME_LIMIT_S:g})")
-    args = parser.parse_args(argv)
-    from .config import get_profile
-
-    try:
-        app = make_app(profile=get_profile(args.profile), batching=not args.serial,
-                       max_rows=args.max_rows, max_queue=args.max_queue, time_limit=args.time_limit)
-    except ValueError as err:
-        parser.error(str(err))
-    web.run_app(app, host=args.host, port=args.port, shutdown_timeout=args.time_limit,
-                print=lambda msg: print(msg, flush=True))
-    print("server stopped", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    runpy.run_module("course_utils.cli.serve", run_name="__main__")

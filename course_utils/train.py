@@ -3,30 +3,32 @@ accumulation, evaluation, checkpoints and exact resumption.
 
 Chapters 05-11 and the DDP entry point all call `train`. Batches come from a *batch
 source* whose batch at step `s` depends only on `s`, so a resumed run sees exactly the
-batches an uninterrupted run would, and DDP ranks can split one global batch.
+batches an uninterrupted run would, and DDP ranks can split one global batch. The checkpoint
+files themselves are `course_utils.checkpoints`.
 
-Command line: `python -m course_utils.train --help`.
+Command line: `python -m course_utils.train --help` (course_utils/cli/train.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import re
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from . import amp
-from .datasets import DatasetBatches, WindowBatches  # noqa: F401 (re-exported: train.WindowBatches)
-from .measure import EVAL_OFFSET, evaluate, num_targets, sum_over_ranks, unigram_loss  # noqa: F401
-from .model import GPT, GPTConfig
-from .vocab import Vocab, atomic_path
+from .checkpoints import CheckpointManager, load_checkpoint, make_checkpoint, resume
+from .config import cache_dir, compiler_available
+from .evaluation import evaluate, num_targets, sum_over_ranks
+from .model import GPT
+from .vocab import Vocab
 
 # ---------------------------------------------------------------------------- config
 
@@ -103,144 +105,6 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=cfg.fused_adamw or None)
 
 
-# ---------------------------------------------------------------------------- checkpoints
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable, or does not match the model/vocabulary."""
-
-
-def atomic_save(obj, path: str | Path) -> Path:
-    """`torch.save` to a temporary file in the same folder, then rename over `path`.
-
-    A crash mid-save leaves the previous file untouched (and no half-written one).
-    """
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-    return path
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    # RNG states must be CPU byte tensors, but a checkpoint loaded with
-    # map_location="cuda" has moved them to the GPU: bring them back first.
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def make_checkpoint(model: GPT, optimizer=None, *, step: int = 0, vocab: Vocab | None = None,
-                    train_config: TrainConfig | None = None, history: dict | None = None,
-                    scaler=None, extra: dict | None = None) -> dict:
-    return {
-        "format": "course_utils.checkpoint/1",
-        "model_config": model.config.to_dict(),
-        "model": model.state_dict(),
-        "optimizer": None if optimizer is None else optimizer.state_dict(),
-        "scaler": None if scaler is None else scaler.state_dict(),
-        "step": step,
-        "vocab": None if vocab is None else vocab.token2idx,
-        "train_config": None if train_config is None else asdict(train_config),
-        "history": history or {},
-        "rng": _rng_state(),
-        "extra": extra or {},
-    }
-
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Read a checkpoint safely (`weights_only=True`: tensors and plain data, no code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0][:200]}); was it written by "
-                              f"course_utils, and completely?") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "course_utils.checkpoint/1":
-        raise CheckpointError(f"{path} is not a course_utils checkpoint")
-    return ckpt
-
-
-def check_compatible(ckpt: dict, model_config: GPTConfig | dict | None = None,
-                     vocab: Vocab | None = None, source: str = "checkpoint") -> None:
-    """Raise CheckpointError naming what differs between a checkpoint and a model/vocab."""
-    if model_config is not None:
-        want = model_config.to_dict() if isinstance(model_config, GPTConfig) else dict(model_config)
-        have = ckpt["model_config"]
-        diff = [f"{k}: {source} has {have.get(k)!r}, expected {want.get(k)!r}"
-                for k in sorted(set(want) | set(have))
-                if k != "fused_attention" and have.get(k) != want.get(k)]
-        if diff:
-            raise CheckpointError(f"{source} does not match the model configuration: " + "; ".join(diff))
-    if vocab is not None and ckpt.get("vocab") is not None and ckpt["vocab"] != vocab.token2idx:
-        have = ckpt["vocab"]
-        inv = {i: t for t, i in have.items()}
-        first = next((i for i, t in enumerate(vocab.idx2token) if inv.get(i) != t), None)
-        where = (f"first difference at id {first}: {source} has {inv.get(first)!r}, "
-                 f"the vocabulary {vocab.idx2token[first]!r}") if first is not None else "extra tokens"
-        raise CheckpointError(f"{source} was trained with a different vocabulary "
-                              f"({len(have)} tokens vs {len(vocab)}; {where})")
-
-
-def model_from_checkpoint(path: str | Path, map_location="cpu", vocab: Vocab | None = None):
-    """(model in eval mode, vocab or None, checkpoint dict) from a checkpoint file."""
-    ckpt = load_checkpoint(path, map_location)
-    check_compatible(ckpt, vocab=vocab, source=str(path))
-    try:
-        model = GPT(GPTConfig(**ckpt["model_config"]))
-        model.load_state_dict(ckpt["model"])
-    except (TypeError, RuntimeError, ValueError) as err:
-        raise CheckpointError(f"{path}: the weights do not fit the stored configuration "
-                              f"({str(err).splitlines()[0][:200]})") from None
-    model.to(map_location).eval()
-    stored_vocab = Vocab(ckpt["vocab"]) if ckpt.get("vocab") else None
-    return model, stored_vocab, ckpt
-
-
-_CKPT_RE = re.compile(r"^ckpt_(\d+)\.pt$")
-
-
-class CheckpointManager:
-    """`ckpt_<step>.pt` files in one folder: keeps the last `keep_last` plus `best.pt`."""
-
-    def __init__(self, directory: str | Path, keep_last: int = 5):
-        self.dir = Path(directory)
-        self.keep_last = keep_last
-
-    def steps(self) -> list[int]:
-        if not self.dir.is_dir():
-            return []
-        return sorted(int(m.group(1)) for p in self.dir.iterdir() if (m := _CKPT_RE.match(p.name)))
-
-    def path(self, step: int) -> Path:
-        return self.dir / f"ckpt_{step:07d}.pt"
-
-    @property
-    def best_path(self) -> Path:
-        return self.dir / "best.pt"
-
-    def latest(self) -> Path | None:
-        steps = self.steps()
-        return self.path(steps[-1]) if steps else None
-
-    def save(self, ckpt: dict, step: int, is_best: bool = False) -> Path:
-        path = atomic_save(ckpt, self.path(step))
-        if is_best:
-            atomic_save(ckpt, self.best_path)
-        for old in self.steps()[: -self.keep_last]:
-            self.path(old).unlink(missing_ok=True)
-        return path
-
-
 # ---------------------------------------------------------------------------- the loop
 
 
@@ -283,25 +147,12 @@ def train(model: GPT, train_source, cfg: TrainConfig, *, val_source=None, vocab:
     manager = CheckpointManager(cfg.checkpoint_dir, cfg.keep_last) if cfg.checkpoint_dir else None
 
     if resume_from is not None:
-        path = Path(resume_from)
-        if path.is_dir():
-            path = CheckpointManager(path).latest()
-            if path is None:
-                raise CheckpointError(f"no ckpt_*.pt in {resume_from} to resume from")
-        ckpt = load_checkpoint(path, map_location=device)
-        check_compatible(ckpt, model.config, vocab, source=str(path))
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start, history = ckpt["step"], {**_new_history(), **ckpt["history"]}
+        start, stored = resume(resume_from, model, optimizer, scaler, vocab=vocab, map_location=device)
+        history = {**_new_history(), **stored}
         best = min(history["val_loss"], default=float("inf"))
-        _set_rng_state(ckpt["rng"])
 
     runner = ddp_model if ddp_model is not None else model
     if cfg.compile:
-        from .config import compiler_available
-
         why = compiler_available()
         if why is None:
             runner = torch.compile(runner)
@@ -335,7 +186,6 @@ def train(model: GPT, train_source, cfg: TrainConfig, *, val_source=None, vocab:
 
     bar = None
     if cfg.progress and is_main:
-        from tqdm.auto import tqdm
         bar = tqdm(total=end, initial=start, desc="training", unit="step", dynamic_ncols=True)
 
     tokens_seen, t0, last_path = 0, time.perf_counter(), None
@@ -394,33 +244,28 @@ def train(model: GPT, train_source, cfg: TrainConfig, *, val_source=None, vocab:
                        checkpoint=last_path)
 
 
-# ---------------------------------------------------------------------------- command line
+# ---------------------------------------------------------------------------- keeping the best
 
 
 def train_keeping_best(model: nn.Module, train_source, cfg: TrainConfig, *, val_source,
-                       vocab: Vocab | None = None, device=None, prefix: str = ".run."):
+                       vocab: Vocab | None = None, device=None, resume_from: str | Path | None = None):
     """`train`, then load the weights of the evaluation with the lowest validation loss (the
-    number of steps chosen on validation). Checkpoints go to a temporary folder in the cache,
-    removed afterwards. Returns `(the train result, the best checkpoint)`."""
-    from .config import cache_dir
-
-    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=prefix) as run_dir:
-        cfg.checkpoint_dir, cfg.keep_last = run_dir, 1
-        try:
-            result = train(model, train_source, cfg, val_source=val_source, vocab=vocab, device=device)
-            best = load_checkpoint(Path(run_dir) / "best.pt", map_location=device or "cpu")
-        finally:
-            cfg.checkpoint_dir = None
+    number of steps chosen on validation). Checkpoints go to `cfg.checkpoint_dir`, or, when it
+    is None, to a temporary folder in the cache, removed afterwards. Returns `(the train result,
+    the best checkpoint)`."""
+    if cfg.checkpoint_dir is None:
+        with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".run.") as run_dir:
+            return train_keeping_best(model, train_source, replace(cfg, checkpoint_dir=run_dir, keep_last=1),
+                                      val_source=val_source, vocab=vocab, device=device,
+                                      resume_from=resume_from)
+    result = train(model, train_source, cfg, val_source=val_source, vocab=vocab, device=device,
+                   resume_from=resume_from)
+    best = load_checkpoint(Path(cfg.checkpoint_dir) / "best.pt", map_location=device or "cpu")
     model.load_state_dict(best["model"])
     return result, best
 
 
-if __name__ == "__main__":  # `python -m course_utils.train`: the command line is in pretrain.py,
-    from course_utils.pretrain import main  # which needs artifacts (and artifacts needs train)
+if __name__ == "__main__":  # `python -m course_utils.train` runs the command line, kept apart
+    import runpy
 
-    raise SystemExit(main())
-
-
-__all__ = ["TrainConfig", "WindowBatches", "DatasetBatches", "train", "train_keeping_best", "lr_at", "configure_optimizer",
-           "evaluate", "sum_over_ranks", "unigram_loss", "CheckpointManager", "CheckpointError", "atomic_save",
-           "make_checkpoint", "load_checkpoint", "check_compatible", "model_from_checkpoint"]
+    runpy.run_module("course_utils.cli.train", run_name="__main__")

@@ -6,14 +6,13 @@ hashing is randomised per process), so a saved checkpoint always matches its voc
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from .files import atomic_write_text
 
 PAD, UNK, SEP = 0, 1, 2
 PAD_TOKEN, UNK_TOKEN, SEP_TOKEN = "<pad>", "<unk>", "<sep>"
@@ -23,28 +22,6 @@ _SPECIAL_RE = re.compile("(" + "|".join(re.escape(s) for s in SPECIALS) + ")")
 
 class VocabError(ValueError):
     """A vocabulary file is malformed."""
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path, suffix: str = ".tmp"):
-    """A temporary file next to `path` to write to; when the block succeeds it becomes `path`
-    (an ordinary 0644 file, by one rename), when it fails it is removed: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a saved file is an ordinary one
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: never half-written."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 class Vocab:

@@ -11,6 +11,9 @@ import base64
 import html
 import io
 
+import ipywidgets as W
+import matplotlib.figure
+import numpy as np
 import torch
 
 from . import plots
@@ -39,8 +42,6 @@ def plot_token_bars(ax, dists: dict, vocab: Vocab, n: int = 20, tokens=None, tit
     `dists` maps a label to a probability vector (vocab_size,). Returns the token ids shown.
     Call `plots.setup()` before creating `ax`, so that Chinese tick labels get the CJK font.
     """
-    import numpy as np
-
     items = [(label, torch.as_tensor(p, dtype=torch.float32).flatten()) for label, p in dists.items()]
     if not items:
         raise ValueError("give at least one distribution to plot")
@@ -88,8 +89,6 @@ class SamplingDemo:
 
     def __init__(self, model, vocab: Vocab, prompt: str = "中国", temperature: float = 0.8,
                  top_k: int = 0, top_p: float = 1.0, length: int = 40, seed: int = 0, n_bars: int = 20):
-        import ipywidgets as W
-
         self.model, self.vocab, self.n_bars = model, vocab, n_bars
         slider = dict(continuous_update=False, style={"description_width": "90px"},
                       layout=W.Layout(width="420px"))
@@ -124,8 +123,6 @@ class SamplingDemo:
     @torch.no_grad()
     def render(self) -> None:
         """Recompute the next-token chart and the sample; errors show as a message."""
-        import matplotlib.figure
-
         try:
             ids = encode_prompt(self.vocab, self.prompt.value)
         except ValueError as err:
@@ -187,8 +184,6 @@ class ChatWidget:
     """
 
     def __init__(self, model, vocab: Vocab, **settings):
-        import ipywidgets as W
-
         self.conversation = Conversation(model, vocab, **settings)
         self.entry = W.Text(placeholder="说点什么，按回车发送", continuous_update=False,
                             layout=W.Layout(width="420px"))

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from support import PageLog, artifact
+from support import REPO, PageLog, artifact
 
 from course_utils import export, sampling
 
@@ -25,7 +25,7 @@ SETTINGS = [dict(temperature=1.0), dict(temperature=0.7, top_k=40, top_p=0.9),
 
 @pytest.fixture(scope="module")
 def news():
-    model, vocab, meta = export.load_browser(export.STATIC_MODELS / "news.js")
+    model, vocab, meta = export.load_browser(REPO / "book" / "_static" / "models" / "news.js")
     return model, vocab
 
 

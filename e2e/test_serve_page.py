@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 from support import PageLog, artifact
 
-from course_utils.serve import ServerProcess
+from course_utils.serve_tools import ServerProcess
 
 
 @pytest.fixture(scope="module")

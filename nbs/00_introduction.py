@@ -291,7 +291,7 @@ assert share[True] > 0.5 > share[False]  # what the next paragraph says
 # |---|---|---|---|
 # | foundations | 00 introduction (this one) | the environment, the data | `config`, `data` |
 # | | 01 vocabulary | text ⇄ ids, deterministic and saved | `vocab` |
-# | | 02 datasets | `(x, y)` batches, leakage-free splits | `datasets` |
+# | | 02 datasets | `(x, y)` batches, leakage-free splits | `batches` |
 # | the model | 03 attention | causal self-attention (自注意力), multi-head | `attention` |
 # | | 04 the GPT | embeddings, blocks, the language-model head | `model` |
 # | training | 05 training | the training loop, learning-rate schedule, checkpoints, the pretrained model | `train`, `artifacts` |

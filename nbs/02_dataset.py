@@ -149,13 +149,13 @@ print("y:", y[:8], "...", y[-4:])
 assert len(x) == len(y) == SEQ_LEN and x[1 : len(lines[0]) - 1] == y[: len(lines[0]) - 2]
 
 # %% [markdown]
-# `course_utils.datasets.PaddedLines` is the same thing as a PyTorch `Dataset`: `len(ds)` and
+# `course_utils.batches.PaddedLines` is the same thing as a PyTorch `Dataset`: `len(ds)` and
 # `ds[i]` returning a pair of tensors. It must agree with our inline version:
 
 # %%
 import torch
 
-from course_utils.datasets import PaddedLines
+from course_utils.batches import PaddedLines
 
 padded = PaddedLines(train_docs, vocab, min_len=16, max_len=MAX_LEN)
 assert padded.lines == lines
@@ -198,10 +198,10 @@ assert len(train_tokens) == sum(map(len, train_docs)) + len(train_docs)  # chara
 
 # %% [markdown]
 # A batch takes `batch_size` random windows. Inline, with a seeded generator, and then
-# `course_utils.datasets.random_batch` with the same seed:
+# `course_utils.batches.random_batch` with the same seed:
 
 # %%
-from course_utils.datasets import random_batch
+from course_utils.batches import random_batch
 
 block_size, batch_size = SEQ_LEN, profile.batch_size  # the padded style's length, to compare
 
@@ -228,7 +228,7 @@ print("x:", tuple(xb.shape), xb.dtype, "| y:", tuple(yb.shape))
 # %%
 from torch.utils.data import DataLoader
 
-from course_utils.datasets import PackedWindows
+from course_utils.batches import PackedWindows
 
 windows = PackedWindows(train_tokens, block_size, num_samples=100 * batch_size, seed=0)
 packed_loader = DataLoader(windows, batch_size=batch_size)
@@ -249,7 +249,7 @@ assert torch.equal(windows[0][0], xp[0])
 # batches of each style, with the same batch shape:
 
 # %%
-from course_utils.datasets import non_pad_fraction
+from course_utils.batches import non_pad_fraction
 
 n_batches = 100
 useful = {"padded lines (course)": [], "packed windows": []}
@@ -336,7 +336,7 @@ show(xp)
 # NBVAL_CHECK_OUTPUT
 from collections import Counter
 
-from course_utils.datasets import split_documents
+from course_utils.batches import split_documents
 
 train_idx, val_idx = split_documents(list(range(len(news))), val_fraction=0.1, seed=0)
 assert not set(train_idx) & set(val_idx) and len(train_idx) + len(val_idx) == len(news)
@@ -393,7 +393,7 @@ assert not in_both_classes and not in_both_halves and again.equals(test_rev)
 # Conversations are split by conversation, like the news by paragraph.
 
 # %%
-from course_utils.datasets import DialogueExamples, encode_dialogue
+from course_utils.batches import DialogueExamples, encode_dialogue
 
 dialogues = data.load_dialogues()
 train_dialogues, val_dialogues = split_documents(dialogues, val_fraction=0.1, seed=0)

@@ -37,7 +37,7 @@
 # - measure the quadratic time and memory of the score matrix.
 
 # %%
-from course_utils import config, plots
+from course_utils import config, plots, timing
 
 plots.setup()                # CJK font for Chinese labels
 profile = config.get_profile()
@@ -490,7 +490,7 @@ show_heads(w_random[0], chars, "a randomly initialised layer: mechanics only")
 # %%
 from tqdm.auto import tqdm
 
-from course_utils.datasets import random_batch
+from course_utils.batches import random_batch
 
 
 class PreviousToken(nn.Module):
@@ -578,7 +578,7 @@ with torch.no_grad():
         rows.append(dict(T=T, score_MiB=w.numel() * w.element_size() / 2**20, **median_ms))
         del w
 cost_df = pd.DataFrame(rows)
-print(config.machine_line())
+print(timing.machine_line())
 cost_df.round(2)
 
 # %%
@@ -592,7 +592,7 @@ print("factor per doubling of T:\n", factor.round(1))
 speedup = cost_df.set_index("T").explicit_ms / cost_df.set_index("T").fused_ms
 print("fused kernel faster than the explicit one by:",
       ", ".join(f"×{s:.1f} (T={T})" for T, s in speedup.items()))
-print(config.machine_line())
+print(timing.machine_line())
 assert (factor.score_MiB == 4).all()
 assert max(p.block_size for p in config.PROFILES.values()) ** 2 * 4 == 64 * 2**10  # see below
 if profile.name != "ci":  # what the next paragraph says (ci stops at T = 1024)

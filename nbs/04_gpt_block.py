@@ -217,7 +217,7 @@ import math
 
 import pandas as pd
 
-from course_utils.datasets import random_batch
+from course_utils.batches import random_batch
 
 val_tokens = artifacts.news_tokens("val")
 gen = torch.Generator().manual_seed(0)

@@ -38,7 +38,7 @@
 # - save checkpoints, resume a stopped run exactly, and recognise a mismatched checkpoint.
 
 # %%
-from course_utils import config, plots
+from course_utils import config, plots, timing
 
 plots.setup()                # CJK font for Chinese labels
 profile = config.get_profile()
@@ -64,6 +64,7 @@ import torch
 
 from course_utils import artifacts
 from course_utils import train as T
+from course_utils.batches import WindowBatches
 
 vocab = artifacts.news_vocab()
 train_tokens, val_tokens = artifacts.news_tokens("train"), artifacts.news_tokens("val")
@@ -80,8 +81,8 @@ print(f"vocabulary: {len(vocab)} tokens | training stream: {len(train_tokens):,}
 
 # %%
 device = config.get_device()
-train_src = T.WindowBatches(train_tokens, profile.batch_size, profile.block_size, seed=0)
-val_src = T.WindowBatches(val_tokens, profile.batch_size, profile.block_size, seed=1)
+train_src = WindowBatches(train_tokens, profile.batch_size, profile.block_size, seed=0)
+val_src = WindowBatches(val_tokens, profile.batch_size, profile.block_size, seed=1)
 
 x, y = train_src.get(0)
 print("x:", tuple(x.shape), "y:", tuple(y.shape), x.dtype)
@@ -306,7 +307,7 @@ minutes = (time.perf_counter() - t0) / 60
 print(f"\n{info['steps']} steps in {minutes:.1f} min; cached as {info['path'].name}")
 print("speed-ups:", ", ".join(f"{k}={v}" for k, v in profile.lm_speedups().items()),
       "" if config.compiler_available() is None else f"(no compile: {config.compiler_available()})")
-print(config.machine_line())
+print(timing.machine_line())
 
 # %% [markdown]
 # The loss curves come from the run's history: the loss of each training batch (every 10
@@ -367,7 +368,7 @@ if profile.name != "ci":  # the ci model trains for seconds: it is only checked 
 # ## 7. Padded sentences or packed windows?
 #
 # The course trained on single sentences of 16-64 characters, each padded with `<pad>` to a
-# fixed length, the loss ignoring the `<pad>` targets (`datasets.PaddedLines` of chapter 02,
+# fixed length, the loss ignoring the `<pad>` targets (`batches.PaddedLines` of chapter 02,
 # batched by `train.DatasetBatches`, which reshuffles every epoch). We pack the stream
 # instead: every position of every window is a real target. How much does that matter? We
 # train two identical models on the **same budget of real (non-`<pad>`) target tokens**,
@@ -377,7 +378,8 @@ if profile.name != "ci":  # the ci model trains for seconds: it is only checked 
 # %%
 import re
 
-from course_utils.datasets import PaddedLines
+from course_utils.batches import DatasetBatches, PaddedLines
+from course_utils.evaluation import EVAL_OFFSET, evaluate
 
 
 def sentences(docs):
@@ -396,7 +398,7 @@ print(f"sentences of 16-{max_len} characters: {len(lines_train):,} for training,
 
 packed_steps = max(20, profile.max_steps // 20)
 budget = packed_steps * profile.batch_size * profile.block_size  # every packed target is real
-padded_src = T.DatasetBatches(lines_train, profile.batch_size, seed=0)
+padded_src = DatasetBatches(lines_train, profile.batch_size, seed=0)
 real_per_line = np.array([len(s) - 1 for s in lines_train.lines])
 padded_tokens = [0]  # real targets seen after each padded step
 while padded_tokens[-1] < budget:
@@ -408,7 +410,7 @@ print(f"budget {budget:,} real targets: {packed_steps} packed steps or {padded_s
 
 # %%
 n_eval = 2 * profile.eval_iters
-val_lines_src = T.DatasetBatches(lines_val, profile.batch_size, seed=1)
+val_lines_src = DatasetBatches(lines_val, profile.batch_size, seed=1)
 
 
 def budget_run(source, steps):
@@ -424,7 +426,7 @@ def budget_run(source, steps):
         "steps": steps,
         f"val windows @ step {packed_steps}": res.history["val_loss"][0],
         "val windows @ end": res.history["val_loss"][-1],
-        "val sentences @ end": T.evaluate(model, val_lines_src, n_eval, device),
+        "val sentences @ end": evaluate(model, val_lines_src, n_eval, device),
     }
 
 
@@ -477,7 +479,7 @@ print(comparison[list(formats)].to_string(formatters=formats))
 speedup = comparison["real tokens/s"].iloc[0] / comparison["real tokens/s"].iloc[1]
 print(f"\npacking processes {speedup:.2f}x as many real tokens per second "
       f"(the padded positions are {pad_share:.0%} <pad>: 1 / (1 - {pad_share:.2f}) = {1 / (1 - pad_share):.2f})")
-print(config.machine_line())
+print(timing.machine_line())
 
 # %%
 fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [2, 1]})
@@ -550,8 +552,8 @@ ckpt_root = config.cache_dir() / "ch05_checkpoints"
 shutil.rmtree(ckpt_root, ignore_errors=True)
 small_cfg = GPTConfig(vocab_size=len(vocab), block_size=32, d_model=32, n_heads=2, n_layers=2,
                       d_ff=64, dropout=0.1)
-small_train = T.WindowBatches(train_tokens, 8, 32, seed=0)
-small_val = T.WindowBatches(val_tokens, 8, 32, seed=1)
+small_train = WindowBatches(train_tokens, 8, 32, seed=0)
+small_val = WindowBatches(val_tokens, 8, 32, seed=1)
 
 
 def small_run(folder, **kwargs):
@@ -599,21 +601,22 @@ plt.show()
 
 # %%
 from course_utils import data
+from course_utils.checkpoints import CheckpointError, model_from_checkpoint
 from course_utils.vocab import Vocab
 
 best = ckpt_root / "interrupted" / "best.pt"
 dialogue_vocab = Vocab.build(t for d in data.load_dialogues() for t in d)
 short = lambda err: str(err).replace(str(ckpt_root), "<checkpoints>")
 try:
-    T.model_from_checkpoint(best, vocab=dialogue_vocab)
-except T.CheckpointError as err:
+    model_from_checkpoint(best, vocab=dialogue_vocab)
+except CheckpointError as err:
     print("CheckpointError:", short(err))
 try:
     wider = GPT(GPTConfig(**{**small_cfg.to_dict(), "d_model": 64}))
     T.train(wider, small_train, T.TrainConfig(max_steps=30, progress=False), resume_from=best)
-except T.CheckpointError as err:
+except CheckpointError as err:
     print("CheckpointError:", short(err))
-model_ok, vocab_ok, _ = T.model_from_checkpoint(best, vocab=vocab)  # the matching pair loads
+model_ok, vocab_ok, _ = model_from_checkpoint(best, vocab=vocab)  # the matching pair loads
 assert vocab_ok == vocab
 shutil.rmtree(ckpt_root)
 
@@ -777,7 +780,7 @@ def mean_loss(model, batches):
 
 
 _ = ch05.check_mean_loss(mean_loss)
-batches = [val_src.get(T.EVAL_OFFSET + i) for i in range(profile.eval_iters)]
+batches = [val_src.get(EVAL_OFFSET + i) for i in range(profile.eval_iters)]
 print(f"pretrained model: validation perplexity {math.exp(mean_loss(lm.cpu(), batches)):.1f}")
 
 # %% [markdown]

@@ -39,7 +39,7 @@
 #   saving on every rank, waiting forever for a dead rank.
 
 # %%
-from course_utils import config, plots
+from course_utils import config, plots, timing
 
 plots.setup()                # CJK font for Chinese labels
 profile = config.get_profile()
@@ -71,8 +71,8 @@ config.seed_everything(0)
 import torch
 
 from course_utils import artifacts
+from course_utils.batches import WindowBatches
 from course_utils.model import GPT, GPTConfig
-from course_utils.train import WindowBatches
 
 vocab = artifacts.news_vocab()
 source = WindowBatches(artifacts.news_tokens("train"), profile.batch_size, profile.block_size)
@@ -268,7 +268,7 @@ print(f"profile {profile.name}: {demo_steps} steps per demonstration run; output
 # %% language="bash"
 # torchrun --standalone --nproc_per_node=2 -m course_utils.ddp --profile $COURSE_PROFILE \
 #     --steps $DEMO_STEPS --eval-interval $DEMO_EVAL --eval-iters 4 --out $RUNS/demo
-# python -c "from course_utils import config; print(config.machine_line())"  # beside the tokens/s
+# python -c "from course_utils import timing; print(timing.machine_line())"  # beside the tokens/s
 
 # %% [markdown]
 # Both ranks report in, each with half of the windows of every step; only rank 0 logs the
@@ -278,7 +278,7 @@ print(f"profile {profile.name}: {demo_steps} steps per demonstration run; output
 # checkpoints are the module's own `state_dict`, so chapter 05's loaders read them unchanged:
 
 # %%
-from course_utils.train import CheckpointManager, model_from_checkpoint
+from course_utils.checkpoints import CheckpointManager, model_from_checkpoint
 
 latest = CheckpointManager(runs / "demo").latest()
 reloaded, _, ckpt = model_from_checkpoint(latest, vocab=vocab)
@@ -303,12 +303,13 @@ print(f"K = {K} steps, global batch B = {B} windows")
 # %% language="bash"
 # torchrun --standalone --nproc_per_node=2 -m course_utils.ddp --profile $COURSE_PROFILE \
 #     --steps $EQ_STEPS --batch-size $EQ_BATCH --eval-iters 2 --save-params $RUNS/ddp_params.pt
-# python -c "from course_utils import config; print(config.machine_line())"  # beside the tokens/s
+# python -c "from course_utils import timing; print(timing.machine_line())"  # beside the tokens/s
 
 # %%
 from course_utils.train import train
 
-job = ddp.build_run(profile, batch_size=B, steps=K, eval_iters=2)
+job = ddp.build_run(profile, vocab, artifacts.news_tokens("train"), artifacts.news_tokens("val"),
+                    batch_size=B, steps=K, eval_iters=2)
 start = {k: v.clone() for k, v in job.model.state_dict().items()}
 single = train(job.model, job.train_source, job.cfg, val_source=job.val_source)
 one = single.model.state_dict()
@@ -352,7 +353,7 @@ if profile.name != "ci":  # what the next paragraph says
 # wait $NODE1; STATUS1=$?
 # echo "== node 0 (exit $STATUS0) =="; cat $RUNS/node0.log
 # echo "== node 1 (exit $STATUS1) =="; cat $RUNS/node1.log
-# python -c "from course_utils import config; print(config.machine_line())"  # beside the tokens/s
+# python -c "from course_utils import timing; print(timing.machine_line())"  # beside the tokens/s
 # exit $((STATUS0 + STATUS1))
 
 # %% [markdown]
@@ -425,10 +426,10 @@ for round_ in range(2):
         assert proc.returncode == 0, proc.stderr[-2000:]
         tokens_per_s = json.loads((out / "summary.json").read_text())["tokens_per_s"]
         measured[label].append(tokens_per_s)
-        load = config.load_average()
+        load = timing.load_average()
         print(f"round {round_ + 1}: {label:24s} {tokens_per_s:>9,.0f} tokens/s  (load average "
               f"{'n/a' if load is None else f'{load[0]:.1f}'} on {os.cpu_count()} CPUs)")
-print(config.machine_line())
+print(timing.machine_line())
 speeds = {label: max(v) for label, v in measured.items()}  # the better round of each setup
 spread = max(max(v) / min(v) - 1 for v in measured.values())  # how steady the machine was
 

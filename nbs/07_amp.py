@@ -38,7 +38,7 @@
 # - measure speed and memory honestly, and explain a disappointing result.
 
 # %%
-from course_utils import config, plots
+from course_utils import config, plots, timing
 
 plots.setup()                # CJK font for Chinese labels
 profile = config.get_profile()
@@ -136,8 +136,8 @@ assert (w16 + update).item() == 1.0
 import numpy as np
 
 from course_utils import artifacts
+from course_utils.batches import WindowBatches
 from course_utils.model import GPT, GPTConfig
-from course_utils.train import WindowBatches
 
 vocab = artifacts.news_vocab()
 train_tokens, val_tokens = artifacts.news_tokens("train"), artifacts.news_tokens("val")
@@ -383,7 +383,8 @@ assert grad_dtypes == {torch.float32}
 # %%
 import time
 
-from course_utils.train import TrainConfig, train, unigram_loss
+from course_utils.evaluation import unigram_loss
+from course_utils.train import TrainConfig, train
 
 steps = {"ci": profile.max_steps, "cpu": 150, "gpu": 2000}[profile.name]
 unigram = unigram_loss(train_tokens, val_tokens, len(vocab))
@@ -500,15 +501,15 @@ else:
 # %% [markdown]
 # **Speed.** First the raw operation, a 1024 × 1024 matrix product, timed with
 # `torch.utils.benchmark` (which warms up and repeats). What the CPU offers matters, so we
-# print it too: `config.machine_line()` gives the CPU model, cores, torch threads, the load
+# print it too: `timing.machine_line()` gives the CPU model, cores, torch threads, the load
 # average (other programs competing for the cores) and the CPU flags that decide which
-# speed-ups exist (✓ present, ✗ absent); `config.cpu_flags()` returns the flags as a dict.
+# speed-ups exist (✓ present, ✗ absent); `timing.cpu_flags()` returns the flags as a dict.
 
 # %%
 from torch.utils import benchmark
 
-print(config.machine_line())
-native = [flag for flag, present in config.cpu_flags(("avx512_bf16", "amx_bf16")).items() if present]
+print(timing.machine_line())
+native = [flag for flag, present in timing.cpu_flags(("avx512_bf16", "amx_bf16")).items() if present]
 print(f"CPU vector capability seen by PyTorch: {torch.backends.cpu.get_cpu_capability()}; "
       f"native bf16 instructions: {', '.join(native) or 'none (or not Linux)'}")
 matmul = {}
@@ -553,7 +554,7 @@ for _ in range({"ci": 2, "cpu": 6, "gpu": 20}[profile.name]):
         times[p].append(time.perf_counter() - t0)
 step_time = {p: median(t) for p, t in times.items()}
 tokens = x_batch.numel()
-print(config.machine_line())
+print(timing.machine_line())
 for p, t in step_time.items():
     print(f"{p}: median training step {t * 1e3:7.1f} ms = {tokens / t:8,.0f} tokens/s "
           f"(section 5's run: {results[p].history['tokens_per_s'][-1]:,.0f} tokens/s)")
@@ -572,8 +573,8 @@ print(f"here bf16 trains {verdict} fp32 (native bf16 instructions: {', '.join(na
 # - **On a CPU, bf16 pays only with native bf16 instructions.** Check before you switch: on
 #   Linux, the `flags` line of `/proc/cpuinfo` lists `avx512_bf16` (bf16 dot products in
 #   AVX-512: Intel Xeons since Cooper Lake, AMD since Zen 4) and `amx_bf16` (Intel's AMX matrix
-#   units, Xeons since Sapphire Rapids); `config.cpu_flags()` reads them and
-#   `config.machine_line()` shows them (✓/✗) beside every timing above. With `avx512_bf16`
+#   units, Xeons since Sapphire Rapids); `timing.cpu_flags()` reads them and
+#   `timing.machine_line()` shows them (✓/✗) beside every timing above. With `avx512_bf16`
 #   one instruction does twice as many bf16 multiply-adds as an fp32 one does, and the
 #   operands take half the bytes; AMX goes much further. There bf16 matrix products and, to a
 #   lesser degree, training steps are faster. Without them, bf16 is converted to fp32,
@@ -758,7 +759,7 @@ _ = ch07.check_update_scale(update_scale)
 #   translated into steps of progress. One short run per precision cannot say whether bf16
 #   helped or hurt: compare several seeds before concluding either way.
 # - bf16's speed on a CPU depends on native bf16 instructions (`avx512_bf16`, `amx_bf16` in
-#   `config.cpu_flags()`): with them it can be faster, without them it is slower than fp32.
+#   `timing.cpu_flags()`): with them it can be faster, without them it is slower than fp32.
 #   Section 6 measured it on this machine. The activation memory shrank, but by less than
 #   half: measure before you believe.
 #

@@ -36,7 +36,7 @@
 # - recognise (and fix) the sampler mistakes of the source material.
 
 # %%
-from course_utils import config, plots
+from course_utils import config, plots, timing
 
 plots.setup()                # CJK font for Chinese labels
 profile = config.get_profile()
@@ -475,13 +475,13 @@ speed = []
 for n in tqdm(lengths, desc="lengths"):
     row = {"new tokens": n}
     for use_cache in (True, False):
-        rate = sampling.tokens_per_second(model, torch.tensor([prompt_ids]), n, repeats=3,
+        rate = timing.tokens_per_second(model, torch.tensor([prompt_ids]), n, repeats=3,
                                           threads=1, use_cache=use_cache)
         row["KV cache" if use_cache else "recompute"] = rate
     row["speed-up"] = row["KV cache"] / row["recompute"]
     speed.append(row)
 speed = pd.DataFrame(speed).set_index("new tokens")
-print(config.machine_line())
+print(timing.machine_line())
 if profile.name != "ci":          # what the text below says (the ci model is too small)
     assert (speed["speed-up"] > 1).all(), "the cache should win at every length"
 print(f"tokens per second (1 CPU thread); the cache is faster at "
@@ -521,7 +521,7 @@ plt.show()
 # above tells how busy the machine was.
 #
 # Since a cached step is mostly overhead, removing overhead is what speeds it up:
-# `generate(..., compile=True)` compiles the one-token step (`sampling.decode_step`, written
+# `generate(..., compile=True)` compiles the one-token step (`decoding.decode_step`, written
 # with fixed shapes so that `torch.compile` builds one graph for every step) into fused C++
 # kernels, launched from C++ too (Inductor's `cpp_wrapper`) rather than from Python. It also
 # compiles the prefill that refills the cache at each slide, always `block_size // 2` tokens,
@@ -566,9 +566,11 @@ print(prompt + re.sub("<[^>]+>", "", demo.text.value)[len(prompt):])
 # `model.py`). The file the site ships is checked against the model of this chapter:
 
 # %%
+from pathlib import Path
+
 from course_utils import export
 
-site_file = export.STATIC_MODELS / "news.js"
+site_file = Path("../book/_static/models/news.js")      # written by `make browser-models`
 web_model, _, web_meta = export.load_browser(site_file)
 print(f"{site_file.name}: {site_file.stat().st_size / 1e6:.2f} MB, {web_meta['precision']} "
       f"weights, exported from the {web_meta['profile']} model")

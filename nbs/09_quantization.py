@@ -37,7 +37,7 @@
 #   fuses into the decode step, and see int8 beat fp32 per generated token there.
 
 # %%
-from course_utils import config, plots
+from course_utils import config, plots, timing
 
 plots.setup()                # CJK font for Chinese labels
 profile = config.get_profile()
@@ -56,8 +56,8 @@ import torch.nn.functional as F
 from IPython.display import display
 
 from course_utils import artifacts, quantize
-from course_utils.measure import evaluate
-from course_utils.train import WindowBatches
+from course_utils.batches import WindowBatches
+from course_utils.evaluation import evaluate
 
 # Quantized kernels of torch.ao run on the CPU: this chapter keeps the model there.
 model, vocab, info = artifacts.pretrained_lm(profile, device="cpu")
@@ -387,14 +387,14 @@ int_mm_model = quantize.quantize_model(model, kernel="int_mm")
 # %% [markdown]
 # Why build it again when torch.ao has it? torch.ao's layers keep their int8 weights in a
 # packed C++ object that `torch.compile` cannot see into, while ours are ordinary tensors.
-# `torch._dynamo.explain` traces chapter 08's decode step (`sampling.decode_step`, the one
+# `torch._dynamo.explain` traces chapter 08's decode step (`decoding.decode_step`, the one
 # `generate(..., compile=True)` compiles) for each model and counts the graphs it gets and the
 # *graph breaks* between them, places where compilation stops and Python takes over.
-# `sampling.explain_decode_step(m)` fills a cache with three tokens, resets Dynamo (so that no
+# `decoding.explain_decode_step(m)` fills a cache with three tokens, resets Dynamo (so that no
 # earlier compilation answers instead) and runs `torch._dynamo.explain(decode_step)` on one step:
 
 # %%
-from course_utils.sampling import explain_decode_step
+from course_utils.decoding import explain_decode_step
 
 traced = {name: explain_decode_step(m) for name, m in
           {"fp32": model, "int8 dynamic (torch.ao)": dynamic_model, "int8 x int8 (torch._int_mm)": int_mm_model}.items()}
@@ -409,23 +409,22 @@ assert traced["int8 dynamic (torch.ao)"].graph_break_count > 0
 #
 # Before timing whole models, look inside one: `torch.profiler` records every PyTorch operator
 # a call runs and how long it spent *in itself* ("self" time, not counting the operators it
-# calls). `course_utils.measure.op_table` profiles a function and lists the top operators per
+# calls). `course_utils.timing.op_table` profiles a function and lists the top operators per
 # generated token, plus the time outside any operator (Python, dispatch, the profiler itself).
 # Here: 32 greedy tokens with the KV cache, batch 1, on one thread, for fp32, our int8 (the
 # float copy), our int8 with PyTorch's int8 kernel (`kernel="int8pack"`), the dynamic int8 of
 # section 6, and our int8 x int8 layers.
 
 # %%
-from course_utils import measure
 from course_utils.sampling import generate
 
 prompt = torch.tensor([vocab.encode("中国人民")])
 variants = {"fp32": model, "int8 per channel (ours)": int8_model,
             "int8 per channel, int8 kernel": quantize.quantize_model(model, kernel="int8pack"),
             "int8 dynamic (torch.ao)": dynamic_model, "int8 x int8 (torch._int_mm)": int_mm_model}
-profiles = {name: measure.op_table(lambda m=m: generate(m, prompt, 32, temperature=0),
+profiles = {name: timing.op_table(lambda m=m: generate(m, prompt, 32, temperature=0),
                                    repeats=3, top=100, per=32, threads=1) for name, m in variants.items()}
-print(config.machine_line())
+print(timing.machine_line())
 display(pd.concat({name: t.head(4) for name, t in profiles.items()}, names=["model", "operator"]).round(3))
 
 # %% [markdown]
@@ -445,7 +444,7 @@ per_token = pd.DataFrame({"products and conversions (ms/token)": matmul_ms,
                           "wall time, profiled (ms/token)": total_ms, "share": matmul_ms / total_ms})
 print(f"int8 matrices converted at every token by the float-copy layer: "
       f"{quantize.count_modules(int8_model)['Int8Linear']}")
-print(config.machine_line())
+print(timing.machine_line())
 print(per_token.round(3).to_string())
 print(f"least time in the products: {per_token.iloc[:, 0].idxmin()}; "
       f"most: {per_token.iloc[:, 0].idxmax()}")
@@ -465,12 +464,12 @@ print(f"least time in the products: {per_token.iloc[:, 0].idxmin()}; "
 # quantizes just the layers where int8 was faster.
 
 # %%
-timings = pd.DataFrame(quantize.linear_timings(model, rows=1))
+timings = pd.DataFrame(timing.linear_timings(model, rows=1))
 timings["int8 faster"] = timings.int8_us < timings.fp32_us
 timings["layers"] = [f"{len(n)}: {n[0]}{', ...' if len(n) > 1 else ''}" for n in timings.names]
 wins = [name for names, faster in zip(timings.names, timings["int8 faster"], strict=True) if faster
         for name in names]
-print(config.machine_line())
+print(timing.machine_line())
 print(timings[["shape", "layers", "fp32_us", "int8_us", "int8 faster"]].round(1).to_string(index=False))
 print(f"quantized where int8 won: {wins or 'nowhere'}")
 selective = quantize.dynamic_int8(model, only=wins) if wins else None
@@ -502,12 +501,12 @@ candidates = {
 }
 if selective is not None:
     candidates["int8 dynamic, only where it won"] = selective
-table = quantize.compare(candidates, val_source=val_source, eval_iters=profile.eval_iters,
+table = timing.compare(candidates, val_source=val_source, eval_iters=profile.eval_iters,
                          prompt=prompt, new_tokens=64, batch=x_val, rounds=3, threads=1,
                          progress=True, skip_loss=["int8 per channel, int8 kernel"])
 table["Δ val loss"] = table["val_loss"] - table.loc["fp32", "val_loss"]
 table["size vs fp32"] = table["size_MB"] / table.loc["fp32", "size_MB"]
-print(config.machine_line())
+print(timing.machine_line())
 print(f"ms_per_batch: one forward pass over {x_val.shape[0]} windows of {x_val.shape[1]} tokens; "
       f"CPU vector instructions PyTorch uses here: {torch.backends.cpu.get_cpu_capability()}")
 table.round(4)
@@ -536,7 +535,7 @@ plt.show()
 speed = pd.DataFrame({col: table.loc["fp32", col] / table[col]
                       for col in ("ms_per_token", "ms_per_batch")}).drop(index="fp32")
 speed.columns = ["per generated token", "per batch forward"]
-print(config.machine_line())
+print(timing.machine_line())
 print(speed.round(2).to_string())
 
 
@@ -625,12 +624,12 @@ import time
 compiled_models = {"fp32": model, "int8 x int8 (torch._int_mm)": int_mm_model}
 t0 = time.perf_counter()
 one_window = profile.block_size - prompt.size(1)          # the last new token is never fed back
-compiled = quantize.compare(compiled_models, prompt=prompt, new_tokens=one_window, rounds=5, threads=1,
+compiled = timing.compare(compiled_models, prompt=prompt, new_tokens=one_window, rounds=5, threads=1,
                             compile=True, progress=True)
 compile_and_time_s = time.perf_counter() - t0
 eager_ratio = speed.loc["int8 x int8 (torch._int_mm)"].iloc[0]
 compiled_ratio = compiled.loc["fp32", "ms_per_token"] / compiled.loc["int8 x int8 (torch._int_mm)", "ms_per_token"]
-print(config.machine_line())
+print(timing.machine_line())
 print(compiled[["ms_per_token"]].rename(columns={"ms_per_token": "ms per token, compiled step"}).round(3).to_string())
 print(f"int8 x int8 against fp32 per generated token: eager x{eager_ratio:.2f} ({verdict(eager_ratio)} fp32), "
       f"compiled x{compiled_ratio:.2f} ({verdict(compiled_ratio)} fp32); validation loss "

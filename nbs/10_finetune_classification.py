@@ -37,7 +37,7 @@
 # - see what the padding mask does to pooled features, and use GPT features for similarity.
 
 # %%
-from course_utils import config, plots
+from course_utils import config, plots, timing
 
 plots.setup()                # CJK font for Chinese labels
 profile = config.get_profile()
@@ -193,7 +193,7 @@ import copy
 
 import torch
 
-from course_utils.datasets import LabeledTexts
+from course_utils.batches import LabeledTexts
 
 news_gpt, vocab, news_info = artifacts.pretrained_lm(profile)
 datasets = {name: LabeledTexts(df.text.tolist(), df.label.tolist(), vocab, max_len)
@@ -414,7 +414,7 @@ table = pd.DataFrame([{"method": m, "accuracy": r["accuracy"],
                        "macro F1": r["f1"], "F1 interval": f"{r['f1_ci'][0]:.3f} to {r['f1_ci'][1]:.3f}",
                        "trainable": r["trainable"], "seconds": r["seconds"]}
                       for m, r in results.items()])
-print(config.machine_line())
+print(timing.machine_line())
 print(table.to_string(index=False, formatters={"accuracy": "{:.2%}".format, "macro F1": "{:.3f}".format,
                                                "trainable": "{:,}".format, "seconds": "{:.0f}".format}))
 

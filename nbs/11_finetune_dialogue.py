@@ -75,7 +75,7 @@ for d in [dialogues[0], dialogues[100], next(d for d in dialogues if len(d) >= 5
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from course_utils.datasets import encode_dialogue
+from course_utils.batches import encode_dialogue
 from course_utils.vocab import PAD, SEP, UNK
 
 vocab = artifacts.news_vocab()
@@ -152,7 +152,7 @@ print(f"{int((y != PAD).sum())} of {show} positions are learned: the reply and i
 # must agree with our inline version:
 
 # %%
-from course_utils.datasets import DialogueExamples
+from course_utils.batches import DialogueExamples
 
 one = DialogueExamples([["今天天气怎么样", "很好", "我们去公园吧"]], vocab, block_size)
 x2, y2 = one[1]  # the example of the third turn
@@ -199,11 +199,13 @@ plt.show()
 # measured before any fine-tuning.
 
 # %%
-from course_utils import sampling, train
+from course_utils import sampling
+from course_utils.batches import DatasetBatches
+from course_utils.evaluation import evaluate
 
 bases = {"news": artifacts.pretrained_lm(profile), "reviews": artifacts.review_lm(profile)}
-val_batches = train.DatasetBatches(val_set, len(val_set), shuffle=False)  # one batch: all of it
-base_loss = pd.Series({name: train.evaluate(m, val_batches, 1, next(m.parameters()).device)
+val_batches = DatasetBatches(val_set, len(val_set), shuffle=False)  # one batch: all of it
+base_loss = pd.Series({name: evaluate(m, val_batches, 1, next(m.parameters()).device)
                        for name, (m, _, _) in bases.items()}, name="val loss on the replies")
 print(base_loss.round(3).to_string())
 base = artifacts.DIALOGUE_BASE           # the library's default base for the dialogue model
@@ -360,9 +362,11 @@ display(HTML(chat_box.transcript.value))
 # The file the site ships is checked against this chapter's model, greedy reply for reply:
 
 # %%
+from pathlib import Path
+
 from course_utils import export
 
-site_file = export.STATIC_MODELS / "dialogue.js"
+site_file = Path("../book/_static/models/dialogue.js")  # written by `make browser-models`
 web_model, _, web_meta = export.load_browser(site_file)
 print(f"{site_file.name}: {site_file.stat().st_size / 1e6:.2f} MB, {web_meta['precision']} "
       f"weights, exported from the {web_meta['profile']} model")

@@ -39,7 +39,7 @@
 #   one request at a time against batched, and reading the numbers.
 
 # %%
-from course_utils import config, plots
+from course_utils import config, plots, timing
 
 plots.setup()                # CJK font for Chinese labels
 profile = config.get_profile()
@@ -107,7 +107,7 @@ import time
 
 from aiohttp import ClientSession
 
-from course_utils import serve
+from course_utils import serve, serve_tools
 
 LONG = {"context": "中国", "maxlength": 4 * model.config.block_size, "samples": 8,
         "temperature": 0.8, "top_k": 40, "seed": 0}
@@ -115,7 +115,7 @@ LONG = {"context": "中国", "maxlength": 4 * model.config.block_size, "samples"
 
 async def health_latency_during_generation(app):
     """Seconds /health takes to answer while a long /generate is being computed."""
-    with serve.run_in_thread(app) as server:
+    with serve_tools.run_in_thread(app) as server:
         async with ClientSession() as session:
             slow = asyncio.create_task(session.post(server.url + "/generate", json=LONG))
             await asyncio.sleep(0.2)                      # the generation is under way
@@ -129,7 +129,7 @@ async def health_latency_during_generation(app):
 
 
 naive_health_s, naive_total_s = await health_latency_during_generation(naive_app)
-print(config.machine_line())
+print(timing.machine_line())
 print(f"naive service: /health answered after {naive_health_s * 1000:.0f} ms "
       f"(the generation finished {naive_total_s * 1000:.0f} ms after the health call began)")
 
@@ -145,7 +145,7 @@ print(f"naive service: /health answered after {naive_health_s * 1000:.0f} ms "
 # %%
 app = serve.make_app(model, vocab)
 served_health_s, served_total_s = await health_latency_during_generation(app)
-print(config.machine_line())
+print(timing.machine_line())
 print(f"course_utils.serve: /health answered after {served_health_s * 1000:.0f} ms "
       f"(naive: {naive_health_s * 1000:.0f} ms)")
 if profile.name != "ci":   # the ci model finishes LONG before /health is even asked
@@ -157,7 +157,7 @@ if profile.name != "ci":   # the ci model finishes LONG before /health is even a
 
 # %%
 async def post(app, body):
-    with serve.run_in_thread(app) as server:
+    with serve_tools.run_in_thread(app) as server:
         async with ClientSession() as session:
             async with session.post(server.url + "/generate", json=body) as resp:
                 return resp.status, await resp.json()
@@ -297,27 +297,28 @@ errors
 # row of arithmetic, and PyTorch's fixed cost per operation (dispatch, Python) is paid for
 # that single row. Stack 16 rows (16 sequences, each at its own position) into a (16, d_model)
 # matrix and the same weights, the same operations and nearly the same time serve all 16.
-# `batching.decode_step_rows` is that decode step with a position per row (section 7); we
+# `decoding.decode_step`, given one position per row, is that decode step (section 7); we
 # time it for batches of 1 to 64 rows on one thread:
 
 # %%
-from course_utils import batching, measure
+from course_utils import batching
+from course_utils.attention import StaticKVCache
+from course_utils.decoding import decode_step
 
 
 def step_ms(rows: int, repeats: int = 30) -> float:
     """Milliseconds of one decode step for `rows` rows (best of a few timed runs)."""
     cfg = model.config
     shape = (rows, cfg.n_heads, cfg.block_size, cfg.d_model // cfg.n_heads)
-    keys = [torch.zeros(shape) for _ in model.blocks]
-    values = [torch.zeros(shape) for _ in model.blocks]
+    cache = [StaticKVCache.wrap(torch.zeros(shape), torch.zeros(shape)) for _ in model.blocks]
     token = torch.randint(3, len(vocab), (rows, 1))
     pos = torch.randint(0, cfg.block_size, (rows,))
     best = float("inf")
-    with measure.num_threads(1), torch.inference_mode():
+    with timing.num_threads(1), torch.inference_mode():
         for _ in range(3):
             t0 = time.perf_counter()
             for _ in range(repeats):
-                batching.decode_step_rows(model, token, pos, keys, values)
+                decode_step(model, token, pos, cache)
             best = min(best, (time.perf_counter() - t0) / repeats)
     return 1000 * best
 
@@ -325,7 +326,7 @@ def step_ms(rows: int, repeats: int = 30) -> float:
 steps = pd.DataFrame({"rows": [1, 2, 4, 8, 16, 32, 64]})
 steps["ms per step"] = [step_ms(b) for b in steps.rows]
 steps["ms per row"] = steps["ms per step"] / steps.rows
-print(config.machine_line())
+print(timing.machine_line())
 one, sixteen = steps.set_index("rows").loc[1], steps.set_index("rows").loc[16]
 print(f"a step for 16 rows takes {sixteen['ms per step'] / one['ms per step']:.1f}x the time of a "
       f"step for one row: {one['ms per row'] / sixteen['ms per row']:.1f}x less time per row")
@@ -356,7 +357,7 @@ generators = [torch.Generator().manual_seed(i) for i in range(16)]
 
 def choose_ms(together: bool, repeats: int = 200, **settings) -> float:
     """ms per request to choose one token for 16 one-row requests."""
-    with measure.num_threads(1):
+    with timing.num_threads(1):
         t0 = time.perf_counter()
         for _ in range(repeats):
             if together:   # filter and draw all 16 rows at once; uniforms per request
@@ -373,7 +374,7 @@ DEFAULT = dict(temperature=0.8, top_k=40, top_p=0.9)
 choose = {"sampled, each alone": choose_ms(False, **DEFAULT),
           "sampled, together": choose_ms(True, **DEFAULT),
           "greedy (argmax)": choose_ms(False, temperature=0)}
-print(config.machine_line())
+print(timing.machine_line())
 for how, ms in choose.items():
     print(f"{how:27s} {ms:.3f} ms per request = {ms / sixteen['ms per row']:4.0%} of a row's share "
           f"of the decode step at 16 rows ({sixteen['ms per row']:.3f} ms)")
@@ -398,7 +399,7 @@ if profile.name != "ci":  # the prose below
 # *Dynamic* (or continuous) batching lets every request join the running batch at the next
 # step and leave it when it is done. `course_utils.batching` builds it from three pieces:
 #
-# - **`decode_step_rows`**, the decode step of chapter 08 (`sampling.decode_step`) with a
+# - **`decode_step`**, the decode step of chapter 08 (`course_utils.decoding`) given a
 #   position per row. The KV cache is preallocated with one row per *slot* and `block_size`
 #   positions; row $b$ writes its new key and value at its own position $p_b$ and attends to
 #   positions $0..p_b$ only (a mask of shape (rows, 1, 1, block_size)). Whatever an earlier
@@ -413,7 +414,7 @@ if profile.name != "ci":  # the prose below
 #   that are new or whose window slid, together in ONE forward pass over their windows
 #   right-padded to the longest (causal attention keeps the padding out of every real
 #   position; each row's logits are read at its own last token); runs ONE shared
-#   `decode_step_rows` for all the others; filters and draws the tokens of all the groups
+#   `decode_step` for all the others; filters and draws the tokens of all the groups
 #   that share sampler settings in one call, each group's uniform numbers coming from its
 #   own generator; and frees the slots of the groups that finished, for the next request
 #   in the queue.
@@ -427,11 +428,11 @@ with torch.inference_mode():
     caches = [model.new_cache() for _ in windows]
     for w, cache in zip(windows, caches, strict=True):   # prefill each row alone
         model(torch.tensor([w]), cache=cache)
-    keys = [torch.cat([c[layer].k_buf for c in caches]) for layer in range(len(model.blocks))]
-    values = [torch.cat([c[layer].v_buf for c in caches]) for layer in range(len(model.blocks))]
+    rows = [StaticKVCache.wrap(torch.cat([c[layer].k_buf for c in caches]),   # the 3 rows stacked
+                               torch.cat([c[layer].v_buf for c in caches])) for layer in range(len(model.blocks))]
     nxt = torch.tensor([[vocab.encode("的")[0]]] * 3)
     pos = torch.tensor([len(w) for w in windows])
-    together = batching.decode_step_rows(model, nxt, pos, keys, values)
+    together = decode_step(model, nxt, pos, rows)
     alone = torch.stack([model(torch.tensor([w + nxt[0].tolist()]))[0][0, -1] for w in windows])
 gap = (together - alone).abs().max().item()
 print(f"positions {pos.tolist()}: max |logits together - each window recomputed| = {gap:.1e}")
@@ -520,11 +521,13 @@ with torch.inference_mode():
     keys = [torch.randn(shape) for _ in model.blocks]
     values = [torch.randn(shape) for _ in model.blocks]
     token, pos = torch.randint(3, len(vocab), (16, 1)), torch.arange(16)
-    batch16 = batching.decode_step_rows(model, token, pos, [k.clone() for k in keys],
-                                        [v.clone() for v in values])
-    one_by_one = torch.cat([
-        batching.decode_step_rows(model, token[b:b + 1], pos[b:b + 1], [k[b:b + 1].clone() for k in keys],
-                                  [v[b:b + 1].clone() for v in values]) for b in range(16)])
+
+    def rows(b: slice) -> list[StaticKVCache]:
+        return [StaticKVCache.wrap(k[b].clone(), v[b].clone()) for k, v in zip(keys, values, strict=True)]
+
+    batch16 = decode_step(model, token, pos, rows(slice(0, 16)))
+    one_by_one = torch.cat([decode_step(model, token[b:b + 1], pos[b:b + 1], rows(slice(b, b + 1)))
+                            for b in range(16)])
 rel = ((batch16 - one_by_one).abs().max() / one_by_one.abs().max()).item()
 print(f"16 rows together vs one at a time: largest difference {rel:.1e} of the largest logit")
 
@@ -560,14 +563,14 @@ async def measure_load(server, clients: int, per_client: int, stream: bool = Fal
     srv, me = psutil.Process(server.proc.pid), psutil.Process()
     cpu = lambda p: sum(p.cpu_times()[:2])           # user + system seconds
     s0, c0 = cpu(srv), cpu(me)
-    result = await serve.load_test(server.url, body, clients, per_client, stream=stream)
+    result = await serve_tools.load_test(server.url, body, clients, per_client, stream=stream)
     result["server cores"] = (cpu(srv) - s0) / result["seconds"]
     result["client cores"] = (cpu(me) - c0) / result["seconds"]
     return result
 
 
-serial_server = serve.ServerProcess(profile.name, "--serial", threads=1)
-batched_server = serve.ServerProcess(profile.name, threads=1)
+serial_server = serve_tools.ServerProcess(profile.name, "--serial", threads=1)
+batched_server = serve_tools.ServerProcess(profile.name, threads=1)
 levels = [1, 2, 4, 8, 16, 32] if profile.name != "ci" else [1, 4]
 per_client = 4 if profile.name != "ci" else 1
 runs = []
@@ -599,7 +602,7 @@ fig.tight_layout()
 plt.show()
 by = load.set_index(["server", "clients"])
 top = levels[-1]
-print(config.machine_line())
+print(timing.machine_line())
 for c in sorted({levels[-1], 16} & set(levels)):
     s, b = by.loc[("serial", c)], by.loc[("batched", c)]
     print(f"{c} clients: serial {s['req/s']:.1f} req/s (p95 {s['p95 ms']:.0f} ms), batched "
@@ -673,7 +676,7 @@ assert streamed == final == plain, (streamed, final, plain)
 # %%
 stream_clients = 8 if profile.name != "ci" else 2
 streaming = await measure_load(batched_server, stream_clients, per_client, stream=True)
-print(config.machine_line())
+print(timing.machine_line())
 print(f"{stream_clients} clients streaming: first piece of text after {streaming['first piece p50 ms']:.0f} ms "
       f"(p50; p95 {streaming['first piece p95 ms']:.0f} ms), the whole answer after "
       f"{streaming['p50 ms']:.0f} ms (p50; p95 {streaming['p95 ms']:.0f} ms)")
@@ -706,8 +709,8 @@ if profile.name != "ci":  # the prose below
 # %%
 import collections
 
-queue2 = serve.ServerProcess(profile.name, "--serial", "--max-queue", "2", threads=1)
-limit = serve.ServerProcess(profile.name, "--time-limit", "0.3", threads=1)
+queue2 = serve_tools.ServerProcess(profile.name, "--serial", "--max-queue", "2", threads=1)
+limit = serve_tools.ServerProcess(profile.name, "--time-limit", "0.3", threads=1)
 
 
 async def answer(session, server, body):

@@ -34,7 +34,7 @@
 # - know what changes for a real GPT-2 (BPE, 1,024 positions, `gelu_new`).
 
 # %%
-from course_utils import config, plots
+from course_utils import config, plots, timing
 
 plots.setup()                # CJK font for Chinese labels
 profile = config.get_profile()
@@ -83,7 +83,7 @@ hf = export.to_gpt2(model)
 ours, theirs = model.state_dict(), hf.state_dict()
 rows = []
 for name in export.plain_state(model):
-    hf_name, transposed = export._hf_name(name)
+    hf_name, transposed = export.gpt2_name(name)
     if name.startswith("blocks.") and not name.startswith("blocks.0."):
         continue                                  # every block maps alike: show block 0
     rows.append({"ours": name, "shape": tuple(ours[name].shape), "GPT-2": hf_name,
@@ -254,15 +254,15 @@ runs = {"PyTorch (window)": export.torch_logits(model),
         "ONNX Runtime fp32": export.onnx_logits(export.onnx_session(onnx_path, threads)),
         "ONNX Runtime int8": export.onnx_logits(export.onnx_session(int8_path, threads))}
 start_ids, n_tok = vocab.encode("中国人民"), 48
-timed = export.time_decoding(runs, start_ids, n_tok, model.config.block_size)
-cached = sampling.tokens_per_second(model, torch.tensor([start_ids]), n_tok, repeats=3)
+timed = timing.time_decoding(runs, start_ids, n_tok, model.config.block_size)
+cached = timing.tokens_per_second(model, torch.tensor([start_ids]), n_tok, repeats=3)
 sizes = {"PyTorch (window)": state_dict_bytes(model), "ONNX Runtime fp32": onnx_path.stat().st_size,
          "ONNX Runtime int8": int8_path.stat().st_size}
 table = pd.DataFrame({name: {"tokens/s": r["tokens_per_s"], "MB on disk": sizes[name] / 1e6,
                              "same tokens as PyTorch": r["tokens"] == timed["PyTorch (window)"]["tokens"]}
                       for name, r in timed.items()}).T
 table.loc["PyTorch generate (KV cache)"] = [cached, sizes["PyTorch (window)"] / 1e6, True]
-print(config.machine_line())
+print(timing.machine_line())
 table.round(2)
 
 # %%

@@ -1,5 +1,6 @@
-"""course_utils.batching: the per-row decode step, a request's Group, and the BatchEngine that
-decodes many requests together yet gives each the tokens `sampling.generate` gives it alone."""
+"""course_utils.batching: the decode step with one position per row, a request's Group, and the
+BatchEngine that decodes many requests together yet gives each the tokens `sampling.generate`
+gives it alone."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import torch
 from conftest import tiny_gpt
 
 from course_utils import sampling
-from course_utils.batching import BatchEngine, Group, decode_step_rows, generate_together
+from course_utils.attention import StaticKVCache
+from course_utils.batching import BatchEngine, Group, generate_together
+from course_utils.decoding import decode_step, prefill
 from course_utils.vocab import PAD
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,7 +39,13 @@ def prefilled(model, windows: list[list[int]]):
     return keys, values
 
 
-# ---------------------------------------------------------------------------- decode_step_rows
+def caches(keys, values, copy: bool = False) -> list[StaticKVCache]:
+    """Static caches over the buffers (copies of them, with `copy`), one per layer."""
+    return [StaticKVCache.wrap(k.clone() if copy else k, v.clone() if copy else v)
+            for k, v in zip(keys, values, strict=True)]
+
+
+# ---------------------------------------------------------------------------- one position per row
 
 
 @torch.no_grad()
@@ -44,9 +53,8 @@ def test_rows_at_one_position_match_sampling_decode_step(model):
     windows = [[5, 6, 7, 8], [9, 3, 4, 30]]
     keys, values = prefilled(model, windows)
     token = torch.tensor([[11], [12]])
-    want = sampling.decode_step(model, token, torch.tensor(4), [k.clone() for k in keys],
-                                [v.clone() for v in values])
-    got = decode_step_rows(model, token, torch.tensor([4, 4]), keys, values)
+    want = decode_step(model, token, torch.tensor(4), caches(keys, values, copy=True))
+    got = decode_step(model, token, torch.tensor([4, 4]), caches(keys, values))
     assert torch.allclose(got, want, atol=1e-12)
 
 
@@ -56,7 +64,7 @@ def test_rows_at_different_positions_match_full_recomputation(model):
     keys, values = prefilled(model, windows)
     token = torch.tensor([[20], [21], [22]])
     pos = torch.tensor([len(w) for w in windows])
-    got = decode_step_rows(model, token, pos, keys, values)
+    got = decode_step(model, token, pos, caches(keys, values))
     for b, w in enumerate(windows):
         full = model(torch.tensor([w + [20 + b]]))[0][0, -1]
         assert torch.allclose(got[b], full, atol=1e-10), f"row {b} (position {len(w)})"
@@ -70,12 +78,11 @@ def test_rows_at_different_positions_match_full_recomputation(model):
 @torch.no_grad()
 def test_stale_positions_beyond_a_row_are_masked_out(model):
     keys, values = prefilled(model, [[5, 6, 7]])
-    clean = decode_step_rows(model, torch.tensor([[8]]), torch.tensor([3]),
-                             [k.clone() for k in keys], [v.clone() for v in values])
+    clean = decode_step(model, torch.tensor([[8]]), torch.tensor([3]), caches(keys, values, copy=True))
     for k, v in zip(keys, values, strict=True):   # what an earlier request left in the slot
         k[:, :, 4:] = 1e3
         v[:, :, 4:] = -1e3
-    dirty = decode_step_rows(model, torch.tensor([[8]]), torch.tensor([3]), keys, values)
+    dirty = decode_step(model, torch.tensor([[8]]), torch.tensor([3]), caches(keys, values))
     assert torch.equal(clean, dirty)
 
 
@@ -90,10 +97,10 @@ def test_right_padded_prefill_gives_each_row_its_logits_and_cache_alone(model):
     for i, w in enumerate(windows):
         ids[i, :len(w)] = torch.tensor(w)
     cache = model.new_cache()
-    logits = sampling.prefill(model, ids, cache, torch.tensor([len(w) for w in windows]))
+    logits = prefill(model, ids, cache, torch.tensor([len(w) for w in windows]))
     keys, values = prefilled(model, windows)
     for i, w in enumerate(windows):
-        alone_logits = sampling.prefill(model, torch.tensor([w]), model.new_cache())
+        alone_logits = prefill(model, torch.tensor([w]), model.new_cache())
         torch.testing.assert_close(logits[i], alone_logits[0])
         for layer, c in enumerate(cache):   # the real positions; the padded ones get overwritten
             torch.testing.assert_close(c.k_buf[i, :, :len(w)], keys[layer][i, :, :len(w)])

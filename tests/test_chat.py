@@ -1,4 +1,5 @@
-"""course_utils.chat: history joined by <sep>, replies stop at <sep>, cropping, the command line."""
+"""course_utils.chat: history joined by <sep>, replies stop at <sep>, cropping; and its command
+line, course_utils.cli.chat."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from conftest import tiny_lm
 
 from course_utils import chat
+from course_utils.cli import chat as cli_chat
 from course_utils.vocab import SEP
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -90,15 +92,15 @@ def test_bad_input_raises_clear_errors(lm):
 
 def test_main_help():
     with pytest.raises(SystemExit) as exc:
-        chat.main(["--help"])
+        cli_chat.main(["--help"])
     assert exc.value.code == 0
 
 
 def test_main_reads_stdin_until_eof(lm, monkeypatch, capsys):
     model, vocab = lm
-    monkeypatch.setattr(chat, "load_model", lambda profile, checkpoint=None: (model, vocab, "tiny"))
+    monkeypatch.setattr(cli_chat, "load_model", lambda profile, checkpoint=None: (model, vocab, "tiny"))
     monkeypatch.setattr(sys, "stdin", io.StringIO("你好\n/history\n\nabc\n/reset\n今天\n"))
-    assert chat.main(["--profile", "ci", "--seed", "0", "--max-new-tokens", "5"]) == 0
+    assert cli_chat.main(["--profile", "ci", "--seed", "0", "--max-new-tokens", "5"]) == 0
     out = capsys.readouterr().out
     assert out.count("机> ") == 2
     assert "你好<sep>" in out and "history cleared" in out and "vocabulary" in out
@@ -111,13 +113,13 @@ def test_main_exits_cleanly_on_ctrl_c(lm, monkeypatch):
         def readline(self, *args):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(chat, "load_model", lambda profile, checkpoint=None: (model, vocab, "tiny"))
+    monkeypatch.setattr(cli_chat, "load_model", lambda profile, checkpoint=None: (model, vocab, "tiny"))
     monkeypatch.setattr(sys, "stdin", Interrupting())
-    assert chat.main(["--profile", "ci"]) == 0
+    assert cli_chat.main(["--profile", "ci"]) == 0
 
 
 def test_main_reports_bad_settings(lm, monkeypatch, capsys):
     model, vocab = lm
-    monkeypatch.setattr(chat, "load_model", lambda profile, checkpoint=None: (model, vocab, "tiny"))
-    assert chat.main(["--profile", "ci", "--top-p", "2"]) == 1
+    monkeypatch.setattr(cli_chat, "load_model", lambda profile, checkpoint=None: (model, vocab, "tiny"))
+    assert cli_chat.main(["--profile", "ci", "--top-p", "2"]) == 1
     assert "top_p" in capsys.readouterr().err

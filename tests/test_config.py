@@ -90,16 +90,3 @@ def test_summary_names_profile_device_and_versions():
 def test_device():
     assert config.get_device("cpu") == torch.device("cpu")
     assert config.get_device().type in {"cpu", "cuda", "mps"}
-
-
-def test_machine_line_names_cpu_threads_load_and_flags():
-    from course_utils import config
-
-    line = config.machine_line()
-    assert config.cpu_model() in line and "torch threads" in line and "load average" in line
-    flags = config.cpu_flags()
-    assert set(flags) == set(config.CPU_FLAGS) and all(isinstance(v, bool) for v in flags.values())
-    for name in config.CPU_FLAGS:
-        assert name in line
-    load = config.load_average()
-    assert load is None or (len(load) == 3 and all(x >= 0 for x in load))

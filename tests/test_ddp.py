@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from course_utils import config, ddp
+from course_utils import artifacts, config, ddp
+from course_utils.cli import ddp as cli_ddp
 from course_utils.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +44,8 @@ def test_two_ranks_equal_one_process_on_the_global_batch(tmp_path):
     assert (tmp_path / "run" / "summary.json").is_file()
     assert any(p.name.startswith("ckpt_") for p in (tmp_path / "run").iterdir())
 
-    job = ddp.build_run(config.get_profile("ci"), batch_size=BATCH, steps=STEPS, eval_interval=3)
+    job = ddp.build_run(config.get_profile("ci"), artifacts.news_vocab(), artifacts.news_tokens("train"),
+                        artifacts.news_tokens("val"), batch_size=BATCH, steps=STEPS, eval_interval=3)
     start = {k: v.clone() for k, v in job.model.state_dict().items()}
     single = train(job.model, job.train_source, job.cfg, val_source=job.val_source).model.state_dict()
     parallel = torch.load(out, weights_only=True)
@@ -87,5 +89,5 @@ def test_dist_env_reads_torchrun_variables():
 @pytest.mark.parametrize("bad", [["--steps", "0"], ["--resume"]])
 def test_bad_arguments_are_refused(bad, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        ddp.parse_args(bad)
+        cli_ddp.parse_args(bad)
     assert exit_info.value.code != 0

@@ -157,8 +157,9 @@ def test_open_project_11_4(one_thread):
     exactly the same reply tokens."""
     from conftest import tiny_lm
 
-    from course_utils.datasets import DialogueExamples
-    from course_utils.train import DatasetBatches, TrainConfig, evaluate, train
+    from course_utils.batches import DatasetBatches, DialogueExamples
+    from course_utils.evaluation import evaluate
+    from course_utils.train import TrainConfig, train
 
     dialogues = [["你好", "你好吗？"], ["今天天气很好。", "我很好！"], ["你好吗？", "我很好。"],
                  ["人民日报记者报道", "中国经济发展。"], ["你好", "我很好！", "今天天气很好。"]] * 4

@@ -17,6 +17,7 @@ import torch
 from conftest import tiny_gpt, tiny_lm
 
 from course_utils import export, sampling
+from course_utils.cli import export as cli_export
 from course_utils.finetune import apply_lora, merge_lora
 from course_utils.quantize import quantize_model
 from course_utils.vocab import Vocab
@@ -24,6 +25,7 @@ from course_utils.vocab import Vocab
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parent.parent
 GPT_JS = REPO / "book" / "_static" / "gpt.js"
+SITE_MODELS = REPO / "book" / "_static" / "models"   # written by tools/browser_models.py
 NODE = shutil.which("node")
 
 
@@ -112,12 +114,6 @@ def test_damaged_or_missing_files(tmp_path):
         export.load_browser(bad)
 
 
-def test_macs_per_token_counts_the_matrices():
-    cfg = tiny_gpt(40, 16).config
-    d, f = cfg.d_model, cfg.d_ff
-    assert export.macs_per_token(cfg, context=0) == cfg.n_layers * (4 * d * d + 2 * d * f) + 40 * d
-
-
 # ---------------------------------------------------------------------------- gpt.js in Node.js
 
 NODE_SCRIPT = """
@@ -168,7 +164,7 @@ def test_gpt_js_computes_what_pytorch_computes(lm, tmp_path):
         assert float((page_p - torch_p).abs().max()) < 1e-6, s
     greedy = sampling.generate(page_model, torch.tensor([ids]), 40, temperature=0)[0, len(ids):]
     assert out["greedy"] == greedy.tolist()                    # 14 + 40 > block_size 16: slides
-    assert out["context"] == [sampling._context_start(*args) for args in
+    assert out["context"] == [sampling.context_start(*args) for args in
                               [(5, 0, 4), (9, 0, 4), (12, 4, 8), (3, 0, 1)]]
     assert out["erf"] == pytest.approx([float(torch.erf(torch.tensor(x, dtype=torch.float64)))
                                         for x in [-4, -2.5, -0.3, 0, 0.7, 3, 5.5]], abs=1e-14)
@@ -196,7 +192,7 @@ def _printed(notebook: str, pattern: str) -> re.Match:
 def test_site_news_model_is_chapter_08s():
     """Chapter 08 printed 60 characters of the greedy continuation of 中国人民 under `cpu`;
     the news model the site ships continues it the same way."""
-    model, vocab, meta = export.load_browser(export.STATIC_MODELS / "news.js")
+    model, vocab, meta = export.load_browser(SITE_MODELS / "news.js")
     assert meta["profile"] == "cpu"
     printed = _printed("08_sampling.ipynb", r"^penalty 1\.0: .*\| (.*)$").group(1)
     prompt = "中国人民"
@@ -210,7 +206,7 @@ def test_site_dialogue_model_is_chapter_11s():
     model the site ships gives the same replies."""
     from course_utils.chat import Conversation
 
-    model, vocab, meta = export.load_browser(export.STATIC_MODELS / "dialogue.js")
+    model, vocab, meta = export.load_browser(SITE_MODELS / "dialogue.js")
     assert meta["profile"] == "cpu"
     cells = json.loads((REPO / "nbs" / "11_finetune_dialogue.ipynb").read_text(encoding="utf-8"))["cells"]
     printed = next("".join(o.get("text", "")) for c in cells if "course_utils.chat" in "".join(c["source"])
@@ -347,14 +343,14 @@ def test_command_line_exports_and_reports_errors(tmp_path, monkeypatch, capsys):
     from course_utils import config
 
     monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "cache"))
-    assert export.main(["huggingface", "--profile", "ci", "--out", str(tmp_path / "hf")]) == 0
+    assert cli_export.main(["huggingface", "--profile", "ci", "--out", str(tmp_path / "hf")]) == 0
     assert (tmp_path / "hf" / "model.safetensors").is_file()
     back, _ = export.from_huggingface(tmp_path / "hf")
     assert back.config.d_model == config.get_profile("ci").d_model
-    assert export.main(["onnx", "--profile", "ci", "--out", str(tmp_path / "m.onnx")]) == 0
+    assert cli_export.main(["onnx", "--profile", "ci", "--out", str(tmp_path / "m.onnx")]) == 0
     assert (tmp_path / "m.onnx").is_file() and "wrote" in capsys.readouterr().out
-    assert export.main(["onnx", "--profile", "ci", "--out", str(tmp_path / "no" / "such" / "dir" / "m.onnx"),
+    assert cli_export.main(["onnx", "--profile", "ci", "--out", str(tmp_path / "no" / "such" / "dir" / "m.onnx"),
                         "--model", "news"]) == 0                       # folders are created
     with pytest.raises(SystemExit):
-        export.main(["onnx"])                                          # --out is required
+        cli_export.main(["onnx"])                                          # --out is required
     assert "--out" in capsys.readouterr().err

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from course_utils import finetune
+from course_utils.batches import DialogueExamples, LabeledTexts
 from course_utils.data import to_fullwidth
-from course_utils.datasets import DialogueExamples, LabeledTexts
 from course_utils.model import GPT, GPTConfig, count_parameters
 from course_utils.vocab import PAD, SEP, Vocab
 

@@ -8,6 +8,7 @@ from conftest import tiny_gpt
 from torch import nn
 
 from course_utils import quantize
+from course_utils.decoding import explain_decode_step
 from course_utils.model import GPT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -148,9 +149,7 @@ def test_quantize_model_kernel_switch(gpt):
 
 @pytest.mark.parametrize("kernel", ["float", "int_mm"])
 def test_compiled_int8_decode_step_has_no_graph_break(gpt, kernel):
-    from course_utils import sampling
-
-    explanation = sampling.explain_decode_step(quantize.quantize_model(gpt, kernel=kernel).eval())
+    explanation = explain_decode_step(quantize.quantize_model(gpt, kernel=kernel).eval())
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
 
 
@@ -206,43 +205,3 @@ def test_dynamic_quantization_of_chosen_layers_only(gpt):
     for bad in (["lm_head", "blocks.9.mlp.fc"], ["tok_emb"], []):
         with pytest.raises(ValueError, match="no nn.Linear named"):
             quantize.dynamic_int8(gpt, only=bad)
-
-
-def test_linear_timings_cover_every_shape_once(gpt):
-    rows = quantize.linear_timings(gpt, rows=1, repeats=2, rounds=1)
-    names = [n for r in rows for n in r["names"]]
-    linears = [n for n, m in gpt.named_modules() if isinstance(m, nn.Linear)]
-    assert sorted(names) == sorted(linears)
-    assert len({r["shape"] for r in rows}) == len(rows)
-    assert all(r["fp32_us"] > 0 and r["int8_us"] > 0 for r in rows)
-
-
-def test_measure_reports_size_speed_and_loss(gpt):
-    from course_utils.train import WindowBatches
-
-    tokens = torch.randint(3, 60, (500,)).numpy().astype("uint16")
-    source = WindowBatches(tokens, 4, 16, seed=1)
-    row = quantize.measure(gpt, val_source=source, eval_iters=2, prompt=torch.tensor([[1, 2]]),
-                           new_tokens=4, batch=source.get(0)[0], repeats=1, threads=1)
-    assert set(row) == {"size_MB", "ms_per_token", "ms_per_batch", "val_loss"}
-    assert all(v > 0 for v in row.values())
-
-
-def test_compare_interleaves_and_tabulates(gpt):
-    from course_utils.train import WindowBatches
-
-    tokens = torch.randint(3, 60, (500,)).numpy().astype("uint16")
-    source = WindowBatches(tokens, 4, 16, seed=1)
-    models = {"fp32": gpt, "int8": quantize.quantize_model(gpt)}
-    table = quantize.compare(models, val_source=source, eval_iters=2, prompt=torch.tensor([[1, 2]]),
-                             new_tokens=4, batch=source.get(0)[0], rounds=2, threads=1)
-    assert list(table.index) == ["fp32", "int8"]
-    assert set(table.columns) == {"size_MB", "ms_per_token", "ms_per_batch", "val_loss"}
-    assert table.loc["int8", "size_MB"] < table.loc["fp32", "size_MB"]
-    with pytest.raises(ValueError, match="rounds"):
-        quantize.compare(models, rounds=0)
-    skipped = quantize.compare(models, val_source=source, eval_iters=2, skip_loss=["int8"], rounds=1)
-    assert skipped.loc["int8", "val_loss"] != skipped.loc["int8", "val_loss"]       # NaN: not evaluated
-    assert skipped.loc["fp32", "val_loss"] == pytest.approx(table.loc["fp32", "val_loss"])
-    with pytest.raises(ValueError, match="skip_loss names no model: \\['int9'\\]"):
-        quantize.compare(models, skip_loss=["int9"])

@@ -196,10 +196,10 @@ def test_kv_cache_is_identical_when_sampling_too():
 
 
 def test_context_slides_by_half_a_block():
-    assert sampling._context_start(16, 0, 16) == 0
-    assert sampling._context_start(17, 0, 16) == 9  # keep the last 8 tokens
-    assert sampling._context_start(24, 9, 16) == 9
-    assert sampling._context_start(26, 9, 16) == 18
+    assert sampling.context_start(16, 0, 16) == 0
+    assert sampling.context_start(17, 0, 16) == 9  # keep the last 8 tokens
+    assert sampling.context_start(24, 9, 16) == 9
+    assert sampling.context_start(26, 9, 16) == 18
 
 
 def test_stop_tokens_stop(model):
@@ -305,89 +305,3 @@ def test_complete_and_stop_ids():
     for o in outs:  # a sample ends at its first stop character (or runs to the length limit)
         for c in "。？！":
             assert c not in o[:-1]
-
-
-def test_tokens_per_second_runs(model):
-    rate = sampling.tokens_per_second(model, torch.tensor([[1, 2]]), 8, repeats=1)
-    assert rate > 0
-
-
-# ---------------------------------------------------------------------------- static cache, compile
-
-
-def test_static_cache_is_written_in_place_and_matches_the_growing_cache():
-    from conftest import tiny_gpt
-
-    model = tiny_gpt(40, 16, scale=4.0)
-    x = torch.randint(3, 40, (2, 6))
-    static, growing = model.new_cache(), model.new_cache(static=False)
-    with torch.no_grad():
-        a = model(x, cache=static)[0]
-        b = model(x, cache=growing)[0]
-        buffer = static[0].k_buf
-        a2 = model(x[:, :1], cache=static)[0]
-        b2 = model(x[:, :1], cache=growing)[0]
-    assert torch.allclose(a, b, atol=1e-6) and torch.allclose(a2, b2, atol=1e-6)
-    assert static[0].k_buf is buffer and static[0].k_buf.shape[2] == 16      # preallocated, reused
-    assert len(static[0]) == len(growing[0]) == 7 and static[0].k.shape == growing[0].k.shape
-
-
-@pytest.mark.skipif(sampling.compiler_available() is not None, reason="no C++ compiler for torch.compile")
-def test_compiled_decoding_gives_the_tokens_of_recomputation():
-    from conftest import tiny_gpt
-
-    model = tiny_gpt(40, 16, scale=6.0)
-    prompt = torch.tensor([[5, 9, 17, 4], [7, 7, 30, 2]])
-    recomputed = sampling.generate(model, prompt, 40, temperature=0, use_cache=False)   # slides twice
-    compiled = sampling.generate(model, prompt, 40, temperature=0, compile=True)
-    eager = sampling.generate(model, prompt, 40, temperature=0)
-    assert torch.equal(compiled, recomputed) and torch.equal(eager, recomputed)
-    sampled = [sampling.generate(model, prompt, 20, temperature=1.0, top_k=10, seed=3, compile=c)
-               for c in (False, True)]
-    assert torch.equal(*sampled)
-
-
-@pytest.mark.skipif(sampling.compiler_available() is not None, reason="no C++ compiler for torch.compile")
-def test_frozen_compilation_follows_each_model_and_its_weights():
-    from conftest import tiny_gpt
-
-    first, second = tiny_gpt(40, 16, scale=6.0), tiny_gpt(40, 16, seed=1, scale=6.0)
-    prompt = torch.tensor([[5, 9, 17, 4]])
-
-    def frozen_and_recomputed(model):
-        return (sampling.generate(model, prompt, 10, temperature=0, compile="frozen"),
-                sampling.generate(model, prompt, 10, temperature=0, use_cache=False))
-
-    a, want_a = frozen_and_recomputed(first)
-    b, want_b = frozen_and_recomputed(second)         # same shapes, other weights: its own copy
-    assert torch.equal(a, want_a) and torch.equal(b, want_b) and not torch.equal(want_a, want_b)
-    first.load_state_dict(second.state_dict())         # new weights in place: compiled again
-    again, _ = frozen_and_recomputed(first)
-    assert torch.equal(again, want_b)
-
-
-def test_bad_compile_setting_is_named():
-    from conftest import tiny_gpt
-
-    with pytest.raises(ValueError, match="compile must be False.*'frozen'.*got 'fast'"):
-        sampling.generate(tiny_gpt(40, 16), torch.tensor([[3, 4]]), 4, compile="fast")
-
-
-def test_decode_step_compiles_to_one_graph_without_breaks():
-    from conftest import tiny_gpt
-
-    explanation = sampling.explain_decode_step(tiny_gpt(40, 16))
-    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
-
-
-@pytest.mark.parametrize("compile", [True, "frozen"])
-def test_no_compiler_means_eager_with_one_message(monkeypatch, capsys, compile):
-    from conftest import tiny_gpt
-
-    monkeypatch.setattr(sampling, "compiler_available", lambda: "no C++ compiler (test)")
-    model = tiny_gpt(40, 16, scale=4.0)
-    prompt = torch.tensor([[5, 9, 17]])
-    out = sampling.generate(model, prompt, 6, temperature=0, compile=compile)
-    assert torch.equal(out, sampling.generate(model, prompt, 6, temperature=0, use_cache=False))
-    assert capsys.readouterr().out.count("torch.compile is not available here") == 1
-    sampling._EAGER_ONLY.discard(id(model))

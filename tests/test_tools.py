@@ -1,4 +1,5 @@
-"""tools/time_chapters.py: runs notebooks from an empty cache and writes the runtimes page."""
+"""tools/: time_chapters.py runs notebooks from an empty cache and writes the runtimes page;
+browser_models.py counts what a model costs per token."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import load_script
+from conftest import load_script, tiny_gpt
 
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "time_chapters.py"
+BROWSER_MODELS = Path(__file__).resolve().parent.parent / "tools" / "browser_models.py"
 
 
 def _load():
@@ -79,3 +81,9 @@ def test_retime_replaces_only_the_rows_run_again(tmp_path):
     with pytest.raises(SystemExit):                                  # a chapter the page lacks
         tool.main(["--profile", "ci", "--retime", str(page),
                    str(_notebook(tmp_path / "03_c.ipynb", "03 · C", "z = 3"))])
+
+
+def test_macs_per_token_counts_the_matrices():
+    cfg = tiny_gpt(40, 16).config
+    d, f = cfg.d_model, cfg.d_ff
+    assert load_script(BROWSER_MODELS, "browser_models").macs_per_token(cfg, context=0) == cfg.n_layers * (4 * d * d + 2 * d * f) + 40 * d

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
 
 from course_utils import train as T
-from course_utils.datasets import PaddedLines
+from course_utils.batches import DatasetBatches, PaddedLines, WindowBatches
+from course_utils.checkpoints import CheckpointManager, load_checkpoint
 from course_utils.model import GPT, GPTConfig
 from course_utils.vocab import Vocab
 
@@ -34,8 +33,8 @@ def run(tokens, steps=10, stop_at=None, resume_from=None, ckpt_dir=None, dropout
     settings = dict(max_steps=steps, lr=3e-3, warmup_steps=2, eval_interval=5, eval_iters=2,
                     log_interval=1, progress=False, checkpoint_dir=ckpt_dir)
     cfg = T.TrainConfig(**{**settings, **cfg_kw})
-    src = T.WindowBatches(tokens, batch_size=4, block_size=16, seed=0)
-    val = T.WindowBatches(tokens, batch_size=4, block_size=16, seed=1)
+    src = WindowBatches(tokens, batch_size=4, block_size=16, seed=0)
+    val = WindowBatches(tokens, batch_size=4, block_size=16, seed=1)
     return T.train(model, src, cfg, val_source=val, stop_at=stop_at, resume_from=resume_from)
 
 
@@ -63,7 +62,7 @@ def test_training_reduces_loss(tokens):
 
 
 def test_batch_of_a_step_is_a_function_of_the_step(tokens):
-    src = T.WindowBatches(tokens, 4, 16, seed=0)
+    src = WindowBatches(tokens, 4, 16, seed=0)
     assert torch.equal(src.get(7)[0], src.get(7)[0])
     assert not torch.equal(src.get(7)[0], src.get(8)[0])
     # two ranks split the global batch
@@ -75,7 +74,7 @@ def test_batch_of_a_step_is_a_function_of_the_step(tokens):
 def test_dataset_batches_reshuffle_each_epoch():
     vocab = Vocab.build(["abcdefghijklmnopqrstuvwxyz"])
     lines = ["abcdefghijklmnopq"[: 16 + i % 2] + "xyz"[i % 3] for i in range(40)]
-    src = T.DatasetBatches(PaddedLines(lines, vocab, min_len=16, max_len=20), batch_size=8, seed=0)
+    src = DatasetBatches(PaddedLines(lines, vocab, min_len=16, max_len=20), batch_size=8, seed=0)
     epoch0 = np.concatenate([src.indices(s) for s in range(5)])
     epoch1 = np.concatenate([src.indices(s) for s in range(5, 10)])
     assert sorted(epoch0) == sorted(epoch1) == list(range(40))
@@ -104,67 +103,11 @@ def test_resumed_run_equals_uninterrupted_run(tokens, tmp_path):
 
 def test_keep_last_n_and_best(tokens, tmp_path):
     run(tokens, steps=12, ckpt_dir=str(tmp_path), checkpoint_interval=1, keep_last=3)
-    mgr = T.CheckpointManager(tmp_path)
+    mgr = CheckpointManager(tmp_path)
     assert mgr.steps() == [10, 11, 12]
     assert mgr.best_path.is_file()
-    best = T.load_checkpoint(mgr.best_path)
+    best = load_checkpoint(mgr.best_path)
     assert best["history"]["val_loss"][-1] == min(best["history"]["val_loss"])
-
-
-def test_failed_save_leaves_previous_checkpoint_loadable(tokens, tmp_path, monkeypatch):
-    model = tiny_model()
-    path = tmp_path / "model.pt"
-    T.atomic_save(T.make_checkpoint(model, step=1), path)
-
-    def broken_save(obj, f, *args, **kwargs):
-        with open(f, "wb") as fh:
-            fh.write(b"PK\x03\x04 half a checkpoint")  # some bytes, then the disk "fills up"
-        raise OSError("No space left on device")
-
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
-        T.atomic_save(T.make_checkpoint(model, step=2), path)
-    monkeypatch.undo()
-    assert T.load_checkpoint(path)["step"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temp file left behind
-
-
-def test_mismatched_vocab_or_config_says_which(tmp_path):
-    vocab = Vocab.build(["abc"])
-    model = tiny_model(vocab_size=len(vocab))
-    path = T.atomic_save(T.make_checkpoint(model, vocab=vocab), tmp_path / "m.pt")
-    ckpt = T.load_checkpoint(path)
-    with pytest.raises(T.CheckpointError, match="different vocabulary"):
-        T.check_compatible(ckpt, vocab=Vocab.build(["abd"]))
-    with pytest.raises(T.CheckpointError, match="d_model"):
-        T.check_compatible(ckpt, GPTConfig(vocab_size=len(vocab), block_size=16, d_model=32,
-                                           n_heads=2, n_layers=2, d_ff=32, dropout=0.1))
-    T.check_compatible(ckpt, model.config, vocab)  # the matching pair passes
-
-
-def test_unreadable_checkpoint_gives_clear_error(tmp_path):
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(T.CheckpointError, match="not a readable checkpoint"):
-        T.load_checkpoint(bad)
-    with pytest.raises(T.CheckpointError, match="does not exist"):
-        T.load_checkpoint(tmp_path / "missing.pt")
-
-
-def test_model_round_trip_through_checkpoint(tmp_path):
-    vocab = Vocab.build(["abcdef"])
-    model = tiny_model(vocab_size=len(vocab)).eval()
-    path = T.atomic_save(T.make_checkpoint(model, vocab=vocab), tmp_path / "m.pt")
-    loaded, loaded_vocab, _ = T.model_from_checkpoint(path)
-    x = torch.tensor([[3, 4, 5]])
-    assert torch.equal(model(x)[0], loaded(x)[0]) and loaded_vocab == vocab
-
-
-def test_unigram_baseline_is_entropy_of_frequencies():
-    toks = np.array([3, 3, 4, 5] * 100)
-    loss = T.unigram_loss(toks, toks, 6)
-    p = np.array([1, 1, 1, 201, 101, 101]) / 406
-    assert loss == pytest.approx(-(0.5 * math.log(p[3]) + 0.25 * math.log(p[4]) + 0.25 * math.log(p[5])))
 
 
 def test_bad_train_config_is_rejected():
@@ -193,7 +136,7 @@ def test_fused_loss_is_refused_where_it_cannot_apply(tokens):
     with pytest.raises(ValueError, match="fused_loss.*precision"):
         T.TrainConfig(fused_loss=True, precision="bf16")
     cfg = T.TrainConfig(max_steps=1, fused_loss=True, progress=False)
-    src = T.DatasetBatches(torch.utils.data.TensorDataset(torch.randint(1, V, (8, 16)),
+    src = DatasetBatches(torch.utils.data.TensorDataset(torch.randint(1, V, (8, 16)),
                                                           torch.randint(0, 2, (8,))), 4)
     with pytest.raises(ValueError, match="needs the GPT language model"):
         T.train(GPTClassifier(tiny_model(), 2), src, cfg)
@@ -216,9 +159,7 @@ def test_profile_speedups_reach_the_train_config():
 
 
 def test_compile_without_a_compiler_trains_eagerly_and_says_so(tokens, monkeypatch, capsys):
-    from course_utils import config
-
-    monkeypatch.setattr(config, "compiler_available", lambda: "no C++ compiler (test)")
+    monkeypatch.setattr(T, "compiler_available", lambda: "no C++ compiler (test)")
     eager = run(tokens, steps=4, dropout=0.0)
     fallback = run(tokens, steps=4, dropout=0.0, compile=True, fused_adamw=True)
     assert "torch.compile is not available here (no C++ compiler (test)): training without it" \

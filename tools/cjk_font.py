@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a source checkout
 
-from course_utils.vocab import atomic_path  # noqa: E402  (stdlib only: no torch imported)
+from course_utils.files import atomic_path  # noqa: E402  (stdlib only: no torch imported)
 
 FONT_OUT = ROOT / "book" / "_static" / "fonts" / "book-cjk.woff2"
 CSS_OUT = ROOT / "book" / "_static" / "cjk-font.css"

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from run_all import machine_section  # noqa: E402
 
-from course_utils.vocab import atomic_write_text  # noqa: E402
+from course_utils.files import atomic_write_text  # noqa: E402
 
 
 def chapter_title(notebook: Path) -> str:

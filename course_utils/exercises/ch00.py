@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .. import data
 from . import checker
 
 
@@ -26,7 +27,6 @@ def check_count_chars(count_chars) -> None:
             f"count_chars({texts!r}) returned {got!r}, expected {expected!r} "
             f"(total = sum of lengths, distinct = size of the set of characters)"
         )
-    from .. import data
 
     stats = data.corpus_stats().set_index("corpus")
     got = tuple(count_chars(data.load_news()))
@@ -41,7 +41,6 @@ def check_positive_share(positive_share) -> None:
     got = positive_share(toy)
     assert isinstance(got, float), f"return a float, got {type(got).__name__}"
     assert abs(got - 0.75) < 1e-9, f"on 3 positive of 4 reviews you returned {got}, expected 0.75"
-    from .. import data
 
     df = data.load_sentiment()
     expected = float((df.label == 1).mean())

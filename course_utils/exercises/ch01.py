@@ -7,14 +7,16 @@ cases (so a wrong answer gets a precise hint) and prints ✓ or ✗.
 from __future__ import annotations
 
 import random
+import unicodedata
+from collections import Counter
 
+from ..vocab import UNK, Vocab
 from . import checker
 
 
 @checker("Exercise 01.1 (a vocabulary with min_freq)")
 def check_build_vocab(build_vocab) -> None:
     """`build_vocab(texts, min_freq) -> dict token -> id`, the same ids as `Vocab.build`."""
-    from ..vocab import Vocab
 
     cases = [
         (["banana", "cab"], 1),
@@ -45,7 +47,6 @@ def check_build_vocab(build_vocab) -> None:
 @checker("Exercise 01.2 (coverage of the top-k characters)")
 def check_coverage(coverage) -> None:
     """`coverage(counts, k) -> float`: share of all occurrences due to the k most frequent."""
-    from collections import Counter
 
     counts = Counter({"a": 1, "b": 5, "c": 4})  # inserted in an order that is not by count
     cases = [(counts, 1, 0.5), (counts, 2, 0.9), (counts, 3, 1.0), (counts, 10, 1.0),
@@ -61,9 +62,6 @@ def check_coverage(coverage) -> None:
 @checker("Exercise 01.3 (NFKC normalisation)")
 def check_nfkc_unk_rate(nfkc_unk_rate) -> None:
     """`nfkc_unk_rate(train_texts, test_texts) -> float`, both sides NFKC-normalised."""
-    import unicodedata
-
-    from ..vocab import UNK, Vocab
 
     def reference(train, test):
         vocab = Vocab.build([unicodedata.normalize("NFKC", t) for t in train])

@@ -1,11 +1,15 @@
 """Checkers for chapter 02 (datasets and batches).
 
 Each checker runs the learner's function on small cases whose answers come from
-`course_utils.datasets` and prints ✓ or ✗ with a hint.
+`course_utils.batches` and prints ✓ or ✗ with a hint.
 """
 
 from __future__ import annotations
 
+import torch
+
+from ..batches import PaddedLines, non_pad_fraction
+from ..vocab import Vocab
 from . import checker
 
 
@@ -25,8 +29,6 @@ def check_make_xy(make_xy) -> None:
             f"make_xy({ids}, {seq_len}) gave x={x}, y={y}, expected x={expected[0]}, "
             f"y={expected[1]} (x drops the last id, y drops the first, both padded on the right)"
         )
-    from ..datasets import PaddedLines
-    from ..vocab import Vocab
 
     line = "迈向充满希望的新世纪一九九八年"
     vocab = Vocab.build([line])
@@ -34,16 +36,13 @@ def check_make_xy(make_xy) -> None:
     x_ref, y_ref = ds[0]
     x, y = make_xy(vocab.encode(line), ds.seq_len)
     assert [int(v) for v in x] == x_ref.tolist() and [int(v) for v in y] == y_ref.tolist(), (
-        "your pair differs from course_utils.datasets.PaddedLines on a real line"
+        "your pair differs from course_utils.batches.PaddedLines on a real line"
     )
 
 
 @checker("Exercise 02.2 (useful tokens per batch)")
 def check_useful_fraction(useful_fraction) -> None:
     """`useful_fraction(batch) -> float`: the share of entries that are not `<pad>` (0)."""
-    import torch
-
-    from ..datasets import non_pad_fraction
 
     cases = [
         torch.tensor([[5, 6, 0, 0], [7, 0, 0, 0]]),

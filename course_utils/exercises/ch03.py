@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 
+import torch
+import torch.nn.functional as F
+
+from ..attention import causal_mask
 from . import checker
 
 
 def _qkv(B=2, H=3, T=5, D=8, seed=0):
-    import torch
-
     g = torch.Generator().manual_seed(seed)
     return tuple(torch.randn(B, H, T, D, generator=g) for _ in range(3))
 
@@ -22,10 +24,6 @@ def _qkv(B=2, H=3, T=5, D=8, seed=0):
 @checker("Exercise 03.1 (masked scaled dot-product attention)")
 def check_masked_attention(masked_attention) -> None:
     """`masked_attention(q, k, v, mask=None) -> (out, weights)`, boolean mask True = keep."""
-    import torch
-    import torch.nn.functional as F
-
-    from ..attention import causal_mask
 
     q, k, v = _qkv()
     T = q.size(-2)
@@ -74,9 +72,6 @@ def check_masked_attention(masked_attention) -> None:
 @checker("Exercise 03.2 (a causal mask for a KV cache)")
 def check_cache_causal_mask(cache_causal_mask) -> None:
     """`cache_causal_mask(t_q, t_k) -> bool (t_q, t_k)`: the queries are the last t_q positions."""
-    import torch
-
-    from ..attention import causal_mask
 
     for t_q, t_k in [(1, 1), (4, 4), (1, 6), (2, 5), (3, 9)]:
         got = cache_causal_mask(t_q, t_k)
@@ -99,7 +94,6 @@ def check_cache_causal_mask(cache_causal_mask) -> None:
 @checker("Exercise 03.3 (splitting and merging heads)")
 def check_split_merge_heads(split_heads, merge_heads) -> None:
     """`split_heads(x, n_heads)`: (B, T, C) -> (B, H, T, C // H); `merge_heads` undoes it."""
-    import torch
 
     B, T, H, D = 2, 5, 4, 3
     x = torch.arange(B * T * H * D, dtype=torch.float32).reshape(B, T, H * D)
@@ -131,7 +125,6 @@ def check_split_merge_heads(split_heads, merge_heads) -> None:
 @checker("Exercise 03.4 (the memory of the score matrix)")
 def check_score_bytes(score_bytes) -> None:
     """`score_bytes(batch, n_heads, T, dtype) -> int`: bytes of one layer's (B, H, T, T) scores."""
-    import torch
 
     cases = [(1, 1, 4, torch.float32), (32, 8, 128, torch.float32), (4, 12, 1024, torch.float16),
              (2, 3, 5, torch.bfloat16), (1, 2, 7, torch.float64)]

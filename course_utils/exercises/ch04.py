@@ -6,14 +6,16 @@ Each checker compares the learner's function with PyTorch (`F.layer_norm`) or
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
+
+from ..model import Block, GPTConfig, count_parameters
 from . import checker
 
 
 @checker("Exercise 04.1 (LayerNorm by hand)")
 def check_layer_norm(layer_norm) -> None:
     """`layer_norm(x, weight, bias, eps=1e-5)`: normalise the last dimension, then scale and shift."""
-    import torch
-    import torch.nn.functional as F
 
     g = torch.Generator().manual_seed(0)
     for shape in [(4, 8), (2, 3, 16)]:
@@ -46,7 +48,6 @@ def check_layer_norm(layer_norm) -> None:
 @checker("Exercise 04.2 (the parameter count in closed form)")
 def check_gpt_parameters(gpt_parameters) -> None:
     """`gpt_parameters(vocab_size, block_size, d_model, n_layers, d_ff, bias=True) -> int`."""
-    from ..model import GPTConfig, count_parameters
 
     cases = [
         dict(vocab_size=4690, block_size=128, d_model=256, n_layers=6, d_ff=1024, bias=True),
@@ -78,9 +79,6 @@ def check_gpt_parameters(gpt_parameters) -> None:
 @checker("Exercise 04.3 (a pre-norm block by hand)")
 def check_block_forward(block_forward) -> None:
     """`block_forward(block, x)`: the output of a `course_utils.model.Block` from its parts."""
-    import torch
-
-    from ..model import Block, GPTConfig
 
     torch.manual_seed(0)
     block = Block(GPTConfig(vocab_size=10, block_size=8, d_model=16, n_heads=2, d_ff=32,

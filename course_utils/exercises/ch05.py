@@ -7,14 +7,15 @@ with a hint.
 
 from __future__ import annotations
 
+import torch
+
+from ..evaluation import EVAL_OFFSET, evaluate
+from ..model import GPT, GPTConfig
+from ..train import TrainConfig, lr_at
 from . import checker
 
 
 def _tiny_gpt(seed: int = 0, **changes):
-    import torch
-
-    from ..model import GPT, GPTConfig
-
     torch.manual_seed(seed)
     cfg = dict(vocab_size=20, block_size=8, d_model=16, n_heads=2, n_layers=2, d_ff=32, dropout=0.0)
     cfg.update(changes)
@@ -23,7 +24,6 @@ def _tiny_gpt(seed: int = 0, **changes):
 
 def _padded_batch(seed: int, rows: int = 6, width: int = 8):
     """(x, y) of token ids 3..19 whose rows end in very different amounts of `<pad>` (0)."""
-    import torch
 
     gen = torch.Generator().manual_seed(seed)
     x = torch.randint(3, 20, (rows, width), generator=gen)
@@ -38,7 +38,6 @@ def _padded_batch(seed: int, rows: int = 6, width: int = 8):
 @checker("Exercise 05.1 (warm-up + cosine schedule)")
 def check_lr_schedule(lr_schedule) -> None:
     """`lr_schedule(step, max_steps, lr, warmup_steps, min_lr_ratio) -> float`."""
-    from ..train import TrainConfig, lr_at
 
     settings = [(100, 1.0, 10, 0.1), (50, 3e-3, 5, 0.0), (20, 2e-3, 0, 0.5), (1000, 1e-4, 100, 0.1)]
     for max_steps, lr, warmup, ratio in settings:
@@ -60,7 +59,6 @@ def check_lr_schedule(lr_schedule) -> None:
 def check_accumulate_step(accumulate_step) -> None:
     """`accumulate_step(model, optimizer, x, y, n_micro) -> float`: one optimizer step on the
     batch (x, y) computed in `n_micro` micro-batches; equal to one step on the whole batch."""
-    import torch
 
     for n_micro in (2, 3):
         ref, mine = _tiny_gpt(), _tiny_gpt()
@@ -99,15 +97,12 @@ def check_accumulate_step(accumulate_step) -> None:
 def check_mean_loss(mean_loss) -> None:
     """`mean_loss(model, batches) -> float`: the loss per real target over a list of (x, y)
     batches, in evaluation mode, leaving the model in the mode it was in."""
-    from ..train import evaluate
 
     class ListSource:  # train.evaluate reads batch i at step EVAL_OFFSET + i
         def __init__(self, batches):
             self.batches = batches
 
         def get(self, step, rank=0, world_size=1):
-            from ..train import EVAL_OFFSET
-
             return self.batches[step - EVAL_OFFSET]
 
     model = _tiny_gpt(dropout=0.3)  # dropout on: evaluation mode matters

@@ -6,7 +6,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DistributedSampler
 
 from . import checker
 
@@ -33,7 +36,6 @@ def check_global_mean_loss(global_mean_loss) -> None:
 def check_sampler_indices(sampler_indices) -> None:
     """`sampler_indices(n, rank, world_size, epoch, seed=0) -> list[int]`, as
     `DistributedSampler(shuffle=True, drop_last=False)` after `set_epoch(epoch)`."""
-    from torch.utils.data import DistributedSampler
 
     for n, world, seed in [(10, 2, 0), (11, 3, 0), (7, 4, 5), (32, 2, 3)]:
         for epoch in (0, 1, 2):
@@ -57,8 +59,6 @@ def check_sampler_indices(sampler_indices) -> None:
 @checker("Exercise 06.3 (unwrap the model)")
 def check_unwrap(unwrap) -> None:
     """`unwrap(model)` returns the plain module under DDP and/or torch.compile wrappers."""
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
 
     plain = nn.Linear(3, 2)
     assert unwrap(plain) is plain, "a plain module is returned as it is"

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 
+from ..model import GPT, GPTConfig
+from ..sampling import generate
+from ..timing import num_threads
 from . import checker
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not fight other programs for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _tiny_model(block_size: int = 24, vocab_size: int = 30):
-    from ..model import GPT, GPTConfig
-
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=vocab_size, block_size=block_size, d_model=32, n_heads=4,
                           n_layers=2, d_ff=64, dropout=0.0))
@@ -55,7 +44,6 @@ def check_min_p_filter(min_p_filter) -> None:
 @checker("Exercise 08.2 (greedy decoding with a KV cache)")
 def check_greedy_with_cache(greedy_with_cache) -> None:
     """`greedy_with_cache(model, idx, n)`: the same tokens as recomputation, one new token per step."""
-    from ..sampling import generate
 
     model = _tiny_model()
     fed = []
@@ -68,7 +56,7 @@ def check_greedy_with_cache(greedy_with_cache) -> None:
     for prompt, n in [([3, 4, 5], 12), ([7], 20), ([1, 2, 3, 4, 5, 6], 18)]:
         idx = torch.tensor([prompt])
         fed.clear()
-        with _one_thread():
+        with num_threads(1):   # tiny models run fastest on one thread
             expected = generate(model, idx, n, temperature=0, use_cache=False)
             model.forward = counting_forward
             try:

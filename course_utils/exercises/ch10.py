@@ -6,14 +6,17 @@ Each checker runs the learner's function on small cases whose answers come from
 
 from __future__ import annotations
 
+import numpy as np
+import torch
+from torch import nn
+
+from ..finetune import GPTClassifier, LoRALinear, freeze, mcnemar, pool, wilson_interval
+from ..model import GPT, GPTConfig
+from ..vocab import PAD
 from . import checker
 
 
 def _tiny_gpt(seed: int = 0, **changes):
-    import torch
-
-    from ..model import GPT, GPTConfig
-
     torch.manual_seed(seed)
     cfg = dict(vocab_size=30, block_size=12, d_model=16, n_heads=2, n_layers=2, d_ff=24, dropout=0.0)
     cfg.update(changes)
@@ -24,10 +27,6 @@ def _tiny_gpt(seed: int = 0, **changes):
 def check_last_token_pool(last_token_pool) -> None:
     """`last_token_pool(hidden (B, T, d), idx (B, T)) -> (B, d)`: the state of each row's
     last non-`<pad>` token."""
-    import torch
-
-    from ..finetune import pool
-    from ..vocab import PAD
 
     torch.manual_seed(0)
     for lengths in ([5, 5, 5], [5, 3, 1], [2, 7, 4, 7]):
@@ -53,8 +52,6 @@ def check_last_token_pool(last_token_pool) -> None:
 @checker("Exercise 10.2 (trainable parameters of `last_block`)")
 def check_last_block_count(last_block_count) -> None:
     """`last_block_count(config, num_classes) -> int`: what freeze(model, "last_block") trains."""
-    from ..finetune import GPTClassifier, freeze
-    from ..model import GPTConfig
 
     cases = [dict(), dict(d_model=32, n_heads=4, d_ff=64), dict(n_layers=5, d_ff=40),
              dict(bias=False)]
@@ -77,10 +74,6 @@ def check_last_block_count(last_block_count) -> None:
 def check_lora_merge(lora_merge) -> None:
     """`lora_merge(layer: LoRALinear) -> Tensor`: the weight W + (alpha / r) B A of one
     nn.Linear that computes what the LoRA layer computes (the layer is left unchanged)."""
-    import torch
-    from torch import nn
-
-    from ..finetune import LoRALinear
 
     torch.manual_seed(1)
     for d_in, d_out, rank, alpha in ((8, 12, 2, 4.0), (16, 16, 4, 16.0), (5, 3, 1, 1.0)):
@@ -109,9 +102,6 @@ def check_lora_merge(lora_merge) -> None:
 @checker("Exercise 10.4 (McNemar's test)")
 def check_mcnemar_p(mcnemar_p) -> None:
     """`mcnemar_p(pred_a, pred_b, true) -> float`: the exact two-sided p-value."""
-    import numpy as np
-
-    from ..finetune import mcnemar
 
     rng = np.random.default_rng(0)
     true = rng.integers(0, 2, 300)
@@ -128,7 +118,6 @@ def check_mcnemar_p(mcnemar_p) -> None:
 @checker("Exercise 10.5 (Wilson interval)")
 def check_wilson(wilson) -> None:
     """`wilson(correct, n) -> (low, high)`: the 95% Wilson score interval."""
-    from ..finetune import wilson_interval
 
     for correct, n in [(85, 100), (1418, 1736), (0, 20), (20, 20), (3, 7)]:
         got, want = tuple(map(float, wilson(correct, n))), wilson_interval(correct, n)

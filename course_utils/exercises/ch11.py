@@ -1,11 +1,17 @@
 """Checkers for chapter 11 (fine-tuning for dialogue).
 
 Each checker runs the learner's function on small cases whose answers come from
-`course_utils.datasets` and `course_utils.chat`, and prints ✓ or ✗ with a hint.
+`course_utils.batches` and `course_utils.chat`, and prints ✓ or ✗ with a hint.
 """
 
 from __future__ import annotations
 
+import torch
+
+from ..batches import DialogueExamples, encode_dialogue
+from ..chat import Conversation
+from ..model import GPT, GPTConfig
+from ..vocab import PAD, SEP, UNK, Vocab
 from . import checker
 
 TURNS = [["你好", "你好呀"], ["今天天气怎么样", "很好", "我们去公园吧", "好的，走吧"],
@@ -13,8 +19,6 @@ TURNS = [["你好", "你好呀"], ["今天天气怎么样", "很好", "我们去
 
 
 def _vocab():
-    from ..vocab import Vocab
-
     return Vocab.build("".join(t for turns in TURNS for t in turns))
 
 
@@ -22,9 +26,6 @@ def _vocab():
 def check_response_example(response_example) -> None:
     """`response_example(history_ids, reply_ids, block_size) -> (x, y)`: the training pair of
     one reply, as `DialogueExamples(..., response_only=True)` builds it."""
-    import torch
-
-    from ..datasets import DialogueExamples, encode_dialogue
 
     vocab = _vocab()
     for block_size in (40, 12, 8):
@@ -59,10 +60,6 @@ def check_response_example(response_example) -> None:
 def check_chat_context(chat_context) -> None:
     """`chat_context(turns, vocab, budget) -> list[int]`: every turn followed by `<sep>`,
     keeping only the last `budget` tokens."""
-    import torch
-
-    from ..chat import Conversation
-    from ..model import GPT, GPTConfig
 
     vocab = _vocab()
     torch.manual_seed(0)
@@ -85,7 +82,6 @@ def check_chat_context(chat_context) -> None:
 @checker("Exercise 11.3 (cut a generated reply at <sep>)")
 def check_cut_reply(cut_reply) -> None:
     """`cut_reply(new_ids, vocab) -> str`: the text before the first `<sep>`, without specials."""
-    from ..vocab import PAD, SEP, UNK
 
     vocab = _vocab()
     enc = vocab.encode

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import torch
 
+from ..export import onnx_session, to_onnx
+from ..model import GPT, GPTConfig
+from ..sampling import generate
 from . import checker
 
 
 def _tiny_gpt(block_size: int = 16, vocab_size: int = 30, seed: int = 0):
-    from ..model import GPT, GPTConfig
-
     torch.manual_seed(seed)
     model = GPT(GPTConfig(vocab_size=vocab_size, block_size=block_size, d_model=16, n_heads=2,
                           n_layers=1, d_ff=32, dropout=0.0))
@@ -22,6 +26,7 @@ def _tiny_gpt(block_size: int = 16, vocab_size: int = 30, seed: int = 0):
 
 @checker("Exercise 13.1 (Conv1D from nn.Linear)")
 def check_linear_to_conv1d(linear_to_conv1d) -> None:
+    # heavy: seconds to import, only for this exercise
     from transformers.pytorch_utils import Conv1D
 
     torch.manual_seed(0)
@@ -39,6 +44,7 @@ def check_linear_to_conv1d(linear_to_conv1d) -> None:
 
 @checker("Exercise 13.2 (GPT-2's parameter count)")
 def check_gpt2_parameters(gpt2_parameters) -> None:
+    # heavy: seconds to import, only for this exercise
     from transformers import GPT2Config, GPT2LMHeadModel
 
     for kw in (dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024, vocab_size=50257),
@@ -55,12 +61,6 @@ def check_gpt2_parameters(gpt2_parameters) -> None:
 
 @checker("Exercise 13.3 (greedy decoding with ONNX Runtime)")
 def check_onnx_greedy(onnx_greedy) -> None:
-    import tempfile
-    from pathlib import Path
-
-    from ..export import onnx_session, to_onnx
-    from ..sampling import generate
-
     model = _tiny_gpt(block_size=8, seed=2)                   # its greedy tokens depend on the context
     with tempfile.TemporaryDirectory() as tmp:
         session = onnx_session(to_onnx(model, Path(tmp) / "tiny.onnx"), threads=1)

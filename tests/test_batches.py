@@ -1,4 +1,4 @@
-"""course_utils.datasets: splits, padded lines, the packed stream, dialogue examples."""
+"""course_utils.batches: splits, padded lines, the packed stream, dialogue examples."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from course_utils import artifacts, config
-from course_utils.datasets import (
+from course_utils.batches import (
     DialogueExamples,
     PackedWindows,
     PaddedLines,

@@ -1,7 +1,8 @@
-"""Torch datasets: the course's padded lines, a packed token stream, dialogue examples.
+"""From text to batches (chapter 02): torch datasets (the course's padded lines, a packed token
+stream, dialogue examples, labelled reviews) and the batch sources the training loop draws from.
 
 Splits are made by document (paragraph, conversation), never by window, so no
-validation text is ever seen in training.
+validation text is ever seen in training. (The corpora themselves are `course_utils.data`.)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .files import atomic_path
 from .vocab import PAD, SEP, Vocab
 
 
@@ -77,10 +79,8 @@ def pack_documents(docs: Sequence[str], vocab: Vocab) -> np.ndarray:
 def save_tokens(tokens: np.ndarray, path: str | Path) -> Path:
     """Write a token stream to a raw uint16 file (atomically) for `np.memmap`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    np.asarray(tokens, dtype=np.uint16).tofile(tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.asarray(tokens, dtype=np.uint16).tofile(tmp)
     return path
 
 

@@ -1,6 +1,6 @@
 """Keep committed notebooks small: drop widget state, execution timings and huge outputs.
 
-Usage: python -m course_utils.nbclean NOTEBOOK.ipynb [...]
+Usage: python tools/nbclean.py NOTEBOOK.ipynb [...]
 """
 
 from __future__ import annotations
