@@ -50,16 +50,16 @@ def bench(profile, new_tokens: int, repeats: int) -> dict:
     prompt = torch.from_numpy(val_tokens[:PROMPT_TOKENS].astype("int64"))[None]
     val = WindowBatches(val_tokens, profile.batch_size, profile.block_size, seed=1)
 
-    def run(m, use_cache: bool, compile: bool = False):
-        return lambda: generate(m, prompt, new_tokens, temperature=0, use_cache=use_cache, compile=compile)
+    def run(m, use_cache: bool, compiled: bool | str = False):
+        return lambda: generate(m, prompt, new_tokens, temperature=0, use_cache=use_cache, compiled=compiled)
 
     # 1. KV cache vs recomputation: the same model, greedy, token-identical; the cached decode
     #    step also compiled (its compilation timed apart: the first call)
     t0 = time.perf_counter()
-    compiled = generate(model, prompt, new_tokens, temperature=0, compile=True)
+    compiled = generate(model, prompt, new_tokens, temperature=0, compiled=True)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    frozen = generate(model, prompt, new_tokens, temperature=0, compile="frozen")
+    frozen = generate(model, prompt, new_tokens, temperature=0, compiled="frozen")
     compile_frozen_s = time.perf_counter() - t0
     cached = generate(model, prompt, new_tokens, temperature=0, use_cache=True)
     recomputed = generate(model, prompt, new_tokens, temperature=0, use_cache=False)
@@ -83,7 +83,7 @@ def bench(profile, new_tokens: int, repeats: int) -> dict:
     compiled_models = {name: models[name] for name in ("fp32", INT_MM) if name in models}
     t0 = time.perf_counter()
     if INT_MM in models:
-        generate(models[INT_MM], prompt, new_tokens, temperature=0, compile=True)
+        generate(models[INT_MM], prompt, new_tokens, temperature=0, compiled=True)
     compile_int8_s = time.perf_counter() - t0
     q = time_interleaved({**{name: run(m, True) for name, m in models.items()},
                           **{f"{name}, compiled step": run(m, True, True) for name, m in compiled_models.items()}},
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
           f"identical tokens: {r['identical']}")
     print(f"- compiling the decode step and the slide's prefill (torch.compile, first call, excluded below): "
           f"{r['compile_s']:.1f} s; with the weights frozen in and each matrix product autotuned "
-          f"(`compile=\"frozen\"`): {r['compile_frozen_s']:.1f} s"
+          f"(`compiled=\"frozen\"`): {r['compile_frozen_s']:.1f} s"
           + (f" (not compiled: {r['compiler']})" if r["compiler"] else "") + "\n")
 
     print("| generation | tokens/s (median) | ms/token |")

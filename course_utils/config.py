@@ -58,13 +58,13 @@ class Profile:
 
     def lm_speedups(self, precision: str = "fp32", steps: int | None = None) -> dict:
         """The `TrainConfig` fields that make this profile's language-model steps faster:
-        `fused_loss` (fp32 only), `fused_adamw` and `compile`, all off unless `fast_lm_training`.
-        `compile` only for runs of at least `COMPILE_MIN_STEPS` steps (default: the pretraining's):
+        `fused_loss` (fp32 only), `fused_adamw` and `compiled`, all off unless `fast_lm_training`.
+        `compiled` only for runs of at least `COMPILE_MIN_STEPS` steps (default: the pretraining's):
         compiling costs tens of seconds once per run, which a short run does not earn back."""
         on = self.fast_lm_training
         steps = self.max_steps if steps is None else steps
         return {"fused_loss": on and precision == "fp32", "fused_adamw": on,
-                "compile": on and steps >= COMPILE_MIN_STEPS}
+                "compiled": on and steps >= COMPILE_MIN_STEPS}
 
     def model_kwargs(self) -> dict:
         """The GPTConfig fields this profile fixes (vocab_size comes from the data)."""

@@ -146,7 +146,7 @@ def build_run(profile, vocab: Vocab, train_tokens, val_tokens, *, batch_size: in
         eval_interval=eval_interval, eval_iters=eval_iters or profile.eval_iters,
         log_interval=min(log_interval, eval_interval),
         checkpoint_dir=checkpoint_dir, progress=progress,
-        fused_loss=False, fused_adamw=False, compile=False)  # the plain step: DDP is the lesson
+        fused_loss=False, fused_adamw=False, compiled=False)  # the plain step: DDP is the lesson
     return Run(model, vocab, train_source, val_source, cfg)
 
 

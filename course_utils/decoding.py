@@ -6,9 +6,9 @@ prefills the window into a preallocated cache once, then feeds ONE new token per
 block writes its keys and values at `pos` and attends over every cache slot up to it. The
 shapes never change from step to step, so `torch.compile` turns a step into one graph:
 
-- `compile=True`: the step and the slide's prefill compiled by Inductor, with its kernels
+- `compiled=True`: the step and the slide's prefill compiled by Inductor, with its kernels
   launched from C++ (`cpp_wrapper`);
-- `compile="frozen"`: also the weights frozen in as constants, so Inductor can prepack them and
+- `compiled="frozen"`: also the weights frozen in as constants, so Inductor can prepack them and
   time, per matrix, its own micro-GEMM against MKL's; faster per token, but it compiles longer
   and again whenever the weights change (benchmarks appendix).
 
@@ -55,11 +55,11 @@ def prefill(model, window: torch.Tensor, cache: list,
     return model.lm_head(h[torch.arange(h.size(0), device=h.device), lengths - 1])
 
 
-def check_compile(compile) -> None:
-    """Raise ValueError unless `compile` is False, True or "frozen"."""
-    if not (isinstance(compile, bool) or (isinstance(compile, str) and compile == "frozen")):
-        raise ValueError(f"compile must be False (eager), True (compiled step) or 'frozen' (compiled "
-                         f"with the weights frozen in), got {compile!r}")
+def check_compiled(compiled) -> None:
+    """Raise ValueError unless `compiled` is False, True or "frozen"."""
+    if not (isinstance(compiled, bool) or (isinstance(compiled, str) and compiled == "frozen")):
+        raise ValueError(f"compiled must be False (eager), True (compiled step) or 'frozen' (compiled "
+                         f"with the weights frozen in), got {compiled!r}")
 
 
 class CachedDecoder:
@@ -67,11 +67,11 @@ class CachedDecoder:
 
     `next_logits(out, start, n)`: the model reads `out[:, start:n]`. A new window (the first
     call, or `start` moved when the context slid) is prefilled into a new cache; otherwise only
-    the token at n - 1 goes through `decode_step`. `compile`: False, True or "frozen"."""
+    the token at n - 1 goes through `decode_step`. `compiled`: False, True or "frozen"."""
 
-    def __init__(self, model, compile: bool | str = False):
-        check_compile(compile)
-        self.model, self.compile = model, compile
+    def __init__(self, model, compiled: bool | str = False):
+        check_compiled(compiled)
+        self.model, self.compiled = model, compiled
         self.cache: list[StaticKVCache] | None = None
         self.cached_from: int | None = None
         self.step_fn = self.prefill_fn = None
@@ -79,7 +79,7 @@ class CachedDecoder:
 
     def next_logits(self, out: torch.Tensor, start: int, n: int) -> torch.Tensor:
         if self.token is None:   # the compiled functions, and the step's inputs, refilled each step
-            self.step_fn, self.prefill_fn = compiled_fns(self.model, self.compile)
+            self.step_fn, self.prefill_fn = compiled_fns(self.model, self.compiled)
             self.token = out.new_empty((out.size(0), 1))
             self.pos = out.new_zeros(())
         if self.cache is None or self.cached_from != start:
@@ -128,12 +128,12 @@ def compiled_or_eager(model, compiled: Callable | None, eager: Callable, *args):
     return eager(model, *args)
 
 
-def compiled_fns(model, compile: bool | str) -> tuple[Callable | None, Callable | None]:
-    """The compiled step and slide prefill that `compile` asks for, or (None, None) for eager
+def compiled_fns(model, compiled: bool | str) -> tuple[Callable | None, Callable | None]:
+    """The compiled step and slide prefill that `compiled` asks for, or (None, None) for eager
     decoding (the frozen ones are checked against the model's current weights)."""
-    if not compile:
+    if not compiled:
         return None, None
-    if compile == "frozen":
+    if compiled == "frozen":
         frozen = frozen_copy(model)
         return frozen.step, frozen.prefill
     return _compiled(decode_step), _compiled(prefill)
@@ -149,7 +149,7 @@ def _compiled(fn: Callable) -> Callable:
     return torch.compile(fn, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
 
 
-# compile="frozen": Inductor's freezing turns the weights into constants of the compiled code, so it
+# compiled="frozen": Inductor's freezing turns the weights into constants of the compiled code, so it
 # can lay them out ahead of time and, with `max_autotune`, time for each matrix product its own
 # generated micro-GEMM against MKL's prepacked GEMM and keep the faster. Dynamo reads `freezing`
 # while it traces, so these must be global settings during a call that compiles (as torch.compile
@@ -162,14 +162,17 @@ FREEZING_SETTINGS = {"cpp_wrapper": True, "freezing": True, "max_autotune": True
                      "max_autotune_report_choices_stats": False}
 
 
-def _tensors(args):
-    """The tensors among `args`, lists and caches opened (what Dynamo's guards look at)."""
+def _shapes(args) -> tuple:
+    """What Dynamo's guards check of each tensor among `args` (lists and caches opened): its shape,
+    strides, dtype and `requires_grad`. A new combination is a new compilation."""
+    tensors = []
     for a in args:
-        for item in a if isinstance(a, (list, tuple)) else [a]:
-            if isinstance(item, StaticKVCache):
-                yield from (t for t in (item.k_buf, item.v_buf) if t is not None)
-            elif isinstance(item, torch.Tensor):
-                yield item
+        for item in a if isinstance(a, (list, tuple)) else (a,):
+            if isinstance(item, torch.Tensor):
+                tensors.append(item)
+            elif isinstance(item, StaticKVCache) and item.k_buf is not None:
+                tensors += (item.k_buf, item.v_buf)
+    return tuple((t.shape, t.stride(), t.dtype, t.requires_grad) for t in tensors)
 
 
 class FrozenWeightsFunction:
@@ -184,8 +187,7 @@ class FrozenWeightsFunction:
         self.shapes: set = set()     # the inputs' shapes (strides, dtypes) compiled so far
 
     def __call__(self, *args):
-        # what Dynamo's guards check of each tensor: a new combination is a new compilation
-        shapes = tuple((t.shape, t.stride(), t.dtype, t.requires_grad) for t in _tensors(args))
+        shapes = _shapes(args)
         if shapes in self.shapes:
             return self.compiled(*args)
         # heavy: a second to import, only to compile

@@ -181,17 +181,17 @@ def context_start(length: int, start: int, block_size: int) -> int:
 def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, use_cache: bool = True, *, repetition_penalty: float = 1.0,
              stop_tokens: Iterable[int] | None = None, generator: torch.Generator | None = None,
-             seed: int | None = None, compile: bool | str = False) -> torch.Tensor:
+             seed: int | None = None, compiled: bool | str = False) -> torch.Tensor:
     """Extend `idx` (B, T) by up to `max_new_tokens` tokens; returns the ids, prompt included.
 
     Each step takes the logits of the next token (through a KV cache, or with `use_cache=False`
     by running the model over the whole window again), applies the repetition penalty, samples,
     and writes `<pad>` for rows that have stopped. A row stops at a stop token; generation ends
-    when every row has. `compile` (True, or "frozen" with the weights frozen in) compiles the
+    when every row has. `compiled` (True, or "frozen" with the weights frozen in) compiles the
     cached step with `torch.compile`: see `course_utils.decoding`.
     """
     check_settings(temperature, top_k, top_p, repetition_penalty, max_new_tokens)
-    decoder = CachedDecoder(model, compile)
+    decoder = CachedDecoder(model, compiled)
     device = next(model.parameters()).device
     idx = check_prompt(idx).to(device)
     if seed is not None:

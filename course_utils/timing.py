@@ -177,11 +177,11 @@ def forward_ms(model: nn.Module, x: torch.Tensor, repeats: int = 3, threads: int
 
 def compare(models: dict, *, val_source=None, eval_iters: int = 10, prompt=None, new_tokens: int = 64,
             batch=None, rounds: int = 3, threads: int | None = None, progress: bool = False,
-            compile: bool = False, skip_loss: Iterable[str] = ()) -> pd.DataFrame:
+            compiled: bool = False, skip_loss: Iterable[str] = ()) -> pd.DataFrame:
     """Size on disk (MB), milliseconds per generated token (greedy, batch 1, from `prompt`),
     milliseconds per forward pass over `batch` (whole windows at once, as in evaluation or a
     prompt's prefill) and validation loss (on `val_source`) of several models, the timings
-    interleaved over `rounds` rounds, each model's best round kept. With `compile`, generation
+    interleaved over `rounds` rounds, each model's best round kept. With `compiled`, generation
     uses the compiled decode step, after one untimed generation per model that compiles it.
     `skip_loss`: names of models whose validation loss is left out (NaN), for one slow to
     evaluate whose loss is checked another way. Returns a DataFrame, one row per model."""
@@ -194,10 +194,10 @@ def compare(models: dict, *, val_source=None, eval_iters: int = 10, prompt=None,
     runs = {}
     for name, m in models.items():
         if prompt is not None:
-            if compile:   # compiles the step and the slide's prefill: not timed
-                generate(m, prompt, new_tokens, temperature=0, compile=True)
+            if compiled:   # compiles the step and the slide's prefill: not timed
+                generate(m, prompt, new_tokens, temperature=0, compiled=True)
             runs[name, "ms_per_token"] = (lambda m=m: generate(m, prompt, new_tokens, temperature=0,
-                                                               compile=compile))
+                                                               compiled=compiled))
         if batch is not None:
             x = batch.to(next(m.parameters()).device)
             runs[name, "ms_per_batch"] = torch.no_grad()(lambda m=m, x=x: m(x))

@@ -48,7 +48,7 @@ class TrainConfig:
     log_interval: int = 10
     seed: int = 0
     precision: str = "fp32"            # fp32 | bf16 | fp16 (see course_utils.amp)
-    compile: bool = False              # torch.compile the model (eager, saying so, without a C++ compiler)
+    compiled: bool = False             # torch.compile the model (eager, saying so, without a C++ compiler)
     fused_adamw: bool = False          # AdamW's single fused kernel (torch.optim.AdamW(fused=True))
     fused_loss: bool = False           # GPT only, fp32: model.linear_cross_entropy (no logits)
     checkpoint_dir: str | None = None
@@ -152,7 +152,7 @@ def train(model: GPT, train_source, cfg: TrainConfig, *, val_source=None, vocab:
         best = min(history["val_loss"], default=float("inf"))
 
     runner = ddp_model if ddp_model is not None else model
-    if cfg.compile:
+    if cfg.compiled:
         why = compiler_available()
         if why is None:
             runner = torch.compile(runner)

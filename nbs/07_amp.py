@@ -396,7 +396,7 @@ for precision in ("fp32", "bf16"):
     cfg = TrainConfig.from_profile(profile, max_steps=steps, warmup_steps=max(1, steps // 10),
                                    eval_interval=max(1, steps // 3), eval_iters=5,
                                    log_interval=max(1, steps // 30), precision=precision,
-                                   fused_loss=False, fused_adamw=False, compile=False)  # the plain step
+                                   fused_loss=False, fused_adamw=False, compiled=False)  # the plain step
     t0 = time.perf_counter()
     results[precision] = train(net, source, cfg, val_source=val_source)
     results[precision].wall = time.perf_counter() - t0

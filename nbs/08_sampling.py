@@ -521,13 +521,13 @@ plt.show()
 # above tells how busy the machine was.
 #
 # Since a cached step is mostly overhead, removing overhead is what speeds it up:
-# `generate(..., compile=True)` compiles the one-token step (`decoding.decode_step`, written
+# `generate(..., compiled=True)` compiles the one-token step (`decoding.decode_step`, written
 # with fixed shapes so that `torch.compile` builds one graph for every step) into fused C++
 # kernels, launched from C++ too (Inductor's `cpp_wrapper`) rather than from Python. It also
 # compiles the prefill that refills the cache at each slide, always `block_size // 2` tokens,
 # so one more graph. Compiling takes seconds, so it pays for long generations and services.
 #
-# `compile="frozen"` goes one step further, for a model that is done training. Inductor's
+# `compiled="frozen"` goes one step further, for a model that is done training. Inductor's
 # *freezing* turns the weights into constants of the compiled code, so it can lay each matrix
 # out ahead of time, and its autotuner times, for each matrix, a micro-GEMM it generates for
 # exactly that shape against MKL's prepacked one, and keeps the faster. The price: a longer

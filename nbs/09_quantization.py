@@ -388,7 +388,7 @@ int_mm_model = quantize.quantize_model(model, kernel="int_mm")
 # Why build it again when torch.ao has it? torch.ao's layers keep their int8 weights in a
 # packed C++ object that `torch.compile` cannot see into, while ours are ordinary tensors.
 # `torch._dynamo.explain` traces chapter 08's decode step (`decoding.decode_step`, the one
-# `generate(..., compile=True)` compiles) for each model and counts the graphs it gets and the
+# `generate(..., compiled=True)` compiles) for each model and counts the graphs it gets and the
 # *graph breaks* between them, places where compilation stops and Python takes over.
 # `decoding.explain_decode_step(m)` fills a cache with three tokens, resets Dynamo (so that no
 # earlier compilation answers instead) and runs `torch._dynamo.explain(decode_step)` on one step:
@@ -614,7 +614,7 @@ if profile.name != "ci":  # the next list: sizes and losses (not timings: those 
 # **Compiled.** Those small operations are what `torch.compile` removes: it fuses the rounding
 # and rescaling into the kernels around each product, so a token costs the integer products
 # plus little else. The same models with the compiled decode step of chapter 08
-# (`generate(..., compile=True)`; compiling both takes a while the first time), timed in
+# (`generate(..., compiled=True)`; compiling both takes a while the first time), timed in
 # interleaved rounds as above, on as many new tokens as fill one window after the prompt:
 # no slide, so only the one-token step is compiled, not the prefill a slide would need.
 
@@ -625,7 +625,7 @@ compiled_models = {"fp32": model, "int8 x int8 (torch._int_mm)": int_mm_model}
 t0 = time.perf_counter()
 one_window = profile.block_size - prompt.size(1)          # the last new token is never fed back
 compiled = timing.compare(compiled_models, prompt=prompt, new_tokens=one_window, rounds=5, threads=1,
-                            compile=True, progress=True)
+                            compiled=True, progress=True)
 compile_and_time_s = time.perf_counter() - t0
 eager_ratio = speed.loc["int8 x int8 (torch._int_mm)"].iloc[0]
 compiled_ratio = compiled.loc["fp32", "ms_per_token"] / compiled.loc["int8 x int8 (torch._int_mm)", "ms_per_token"]

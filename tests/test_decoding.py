@@ -33,10 +33,10 @@ def test_compiled_decoding_gives_the_tokens_of_recomputation():
     model = tiny_gpt(40, 16, scale=6.0)
     prompt = torch.tensor([[5, 9, 17, 4], [7, 7, 30, 2]])
     recomputed = sampling.generate(model, prompt, 40, temperature=0, use_cache=False)   # slides twice
-    compiled = sampling.generate(model, prompt, 40, temperature=0, compile=True)
+    compiled = sampling.generate(model, prompt, 40, temperature=0, compiled=True)
     eager = sampling.generate(model, prompt, 40, temperature=0)
     assert torch.equal(compiled, recomputed) and torch.equal(eager, recomputed)
-    sampled = [sampling.generate(model, prompt, 20, temperature=1.0, top_k=10, seed=3, compile=c)
+    sampled = [sampling.generate(model, prompt, 20, temperature=1.0, top_k=10, seed=3, compiled=c)
                for c in (False, True)]
     assert torch.equal(*sampled)
 
@@ -47,7 +47,7 @@ def test_frozen_compilation_follows_each_model_and_its_weights():
     prompt = torch.tensor([[5, 9, 17, 4]])
 
     def frozen_and_recomputed(model):
-        return (sampling.generate(model, prompt, 10, temperature=0, compile="frozen"),
+        return (sampling.generate(model, prompt, 10, temperature=0, compiled="frozen"),
                 sampling.generate(model, prompt, 10, temperature=0, use_cache=False))
 
     a, want_a = frozen_and_recomputed(first)
@@ -59,8 +59,8 @@ def test_frozen_compilation_follows_each_model_and_its_weights():
 
 
 def test_bad_compile_setting_is_named():
-    with pytest.raises(ValueError, match="compile must be False.*'frozen'.*got 'fast'"):
-        sampling.generate(tiny_gpt(40, 16), torch.tensor([[3, 4]]), 4, compile="fast")
+    with pytest.raises(ValueError, match="compiled must be False.*'frozen'.*got 'fast'"):
+        sampling.generate(tiny_gpt(40, 16), torch.tensor([[3, 4]]), 4, compiled="fast")
 
 
 def test_decode_step_compiles_to_one_graph_without_breaks():
@@ -68,12 +68,12 @@ def test_decode_step_compiles_to_one_graph_without_breaks():
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
 
 
-@pytest.mark.parametrize("compile", [True, "frozen"])
-def test_no_compiler_means_eager_with_one_message(monkeypatch, capsys, compile):
+@pytest.mark.parametrize("compiled", [True, "frozen"])
+def test_no_compiler_means_eager_with_one_message(monkeypatch, capsys, compiled):
     monkeypatch.setattr(decoding, "compiler_available", lambda: "no C++ compiler (test)")
     model = tiny_gpt(40, 16, scale=4.0)
     prompt = torch.tensor([[5, 9, 17]])
-    out = sampling.generate(model, prompt, 6, temperature=0, compile=compile)
+    out = sampling.generate(model, prompt, 6, temperature=0, compiled=compiled)
     assert torch.equal(out, sampling.generate(model, prompt, 6, temperature=0, use_cache=False))
     assert capsys.readouterr().out.count("torch.compile is not available here") == 1
     decoding._EAGER_ONLY.discard(id(model))

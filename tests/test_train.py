@@ -147,21 +147,21 @@ def test_profile_speedups_reach_the_train_config():
 
     cpu, ci, gpu = (config.PROFILES[n] for n in ("cpu", "ci", "gpu"))
     fast = T.TrainConfig.from_profile(cpu)
-    assert (fast.fused_loss, fast.fused_adamw, fast.compile) == (True, True, True)
+    assert (fast.fused_loss, fast.fused_adamw, fast.compiled) == (True, True, True)
     assert not any(ci.lm_speedups().values()) and not any(gpu.lm_speedups().values())
     bf16 = T.TrainConfig.from_profile(cpu, precision="bf16")   # the fused loss is fp32 only
-    assert (bf16.fused_loss, bf16.compile) == (False, True)
-    plain = T.TrainConfig.from_profile(cpu, fused_loss=False, compile=False)  # overrides win
-    assert (plain.fused_loss, plain.compile, plain.fused_adamw) == (False, False, True)
+    assert (bf16.fused_loss, bf16.compiled) == (False, True)
+    plain = T.TrainConfig.from_profile(cpu, fused_loss=False, compiled=False)  # overrides win
+    assert (plain.fused_loss, plain.compiled, plain.fused_adamw) == (False, False, True)
     short = T.TrainConfig.from_profile(cpu, max_steps=config.COMPILE_MIN_STEPS - 1)
-    assert (short.fused_loss, short.compile) == (True, False)  # compiling would not pay back
+    assert (short.fused_loss, short.compiled) == (True, False)  # compiling would not pay back
     assert T.configure_optimizer(tiny_model(), fast).defaults["fused"] is True
 
 
 def test_compile_without_a_compiler_trains_eagerly_and_says_so(tokens, monkeypatch, capsys):
     monkeypatch.setattr(T, "compiler_available", lambda: "no C++ compiler (test)")
     eager = run(tokens, steps=4, dropout=0.0)
-    fallback = run(tokens, steps=4, dropout=0.0, compile=True, fused_adamw=True)
+    fallback = run(tokens, steps=4, dropout=0.0, compiled=True, fused_adamw=True)
     assert "torch.compile is not available here (no C++ compiler (test)): training without it" \
         in capsys.readouterr().out
     np.testing.assert_allclose(fallback.history["loss"], eager.history["loss"], rtol=1e-4)
