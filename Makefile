@@ -47,7 +47,7 @@ book: env $(CJK_FONT) $(CJK_CSS)
 test: lint unit nbtest booktest
 
 unit: env
-	COURSE_PROFILE=ci $(PY) -m pytest tests -q
+	COURSE_PROFILE=ci $(PY) -m pytest tests -q --durations=15
 
 nbtest: env
 	COURSE_PROFILE=ci $(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=900 $(NBS)
