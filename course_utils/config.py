@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+REPO = Path(__file__).resolve().parent.parent   # the source checkout: the book and the cache
 PROFILE_ENV = "COURSE_PROFILE"
 CACHE_ENV = "COURSE_CACHE"
 COMPILE_MIN_STEPS = 500  # Profile.lm_speedups: shorter runs train without torch.compile
@@ -152,8 +153,7 @@ def compiler_available() -> str | None:
 
 def cache_dir() -> Path:
     """Where built artifacts (vocabularies, pretrained models) are cached; git-ignores it."""
-    default = Path(__file__).resolve().parent.parent / ".cache"
-    path = Path(os.environ.get(CACHE_ENV, default))
+    path = Path(os.environ.get(CACHE_ENV, REPO / ".cache"))
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -161,8 +161,8 @@ def load_browser(path) -> tuple[GPT, Vocab, dict]:
     """(model with the page's weights, vocab, meta) from a model file written by `to_browser`."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"browser model file {path} does not exist: write it with "
-                                "`python -m course_utils.export browser`")
+        raise FileNotFoundError(f"browser model file {path} does not exist: write the site's "
+                                "models with `make browser-models` (tools/browser_models.py)")
     lines = path.read_text(encoding="utf-8").splitlines()
     body = lines[1] if len(lines) >= 2 else ""
     match = _HEADER.match(body)

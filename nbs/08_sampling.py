@@ -566,11 +566,9 @@ print(prompt + re.sub("<[^>]+>", "", demo.text.value)[len(prompt):])
 # `model.py`). The file the site ships is checked against the model of this chapter:
 
 # %%
-from pathlib import Path
-
 from course_utils import export
 
-site_file = Path("../book/_static/models/news.js")      # written by `make browser-models`
+site_file = config.REPO / "book" / "_static" / "models" / "news.js"   # `make browser-models`
 web_model, _, web_meta = export.load_browser(site_file)
 print(f"{site_file.name}: {site_file.stat().st_size / 1e6:.2f} MB, {web_meta['precision']} "
       f"weights, exported from the {web_meta['profile']} model")

@@ -362,11 +362,9 @@ display(HTML(chat_box.transcript.value))
 # The file the site ships is checked against this chapter's model, greedy reply for reply:
 
 # %%
-from pathlib import Path
-
 from course_utils import export
 
-site_file = Path("../book/_static/models/dialogue.js")  # written by `make browser-models`
+site_file = config.REPO / "book" / "_static" / "models" / "dialogue.js"   # `make browser-models`
 web_model, _, web_meta = export.load_browser(site_file)
 print(f"{site_file.name}: {site_file.stat().st_size / 1e6:.2f} MB, {web_meta['precision']} "
       f"weights, exported from the {web_meta['profile']} model")
