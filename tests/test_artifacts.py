@@ -22,7 +22,7 @@ from course_utils.model import GPT, GPTConfig
 from course_utils.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = 400                          # ci: an evaluation, and so a checkpoint, every 10 steps
+STEPS = 160                          # ci: an evaluation, and so a checkpoint, every 10 steps
 NEWS_FILES = ("news_vocab.json", "news_train.u16", "news_val.u16")
 
 
@@ -66,12 +66,12 @@ def test_a_killed_pretraining_run_resumes_where_it_stopped(news_cache, tmp_path)
     killed = fresh_cache(news_cache, tmp_path / "killed")
     proc = pretrain_command(killed)
     deadline = time.monotonic() + 240
-    while checkpointed_step(killed) < 50 and proc.poll() is None and time.monotonic() < deadline:
+    while checkpointed_step(killed) < 40 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)                  # no chance to clean up or save anything
     proc.communicate(timeout=60)
     stopped_at = checkpointed_step(killed)
-    assert 50 <= stopped_at < STEPS, f"killed after step {stopped_at}: the run ended first"
+    assert 40 <= stopped_at < STEPS, f"killed after step {stopped_at}: the run ended first"
     assert not (killed / "pretrained_ci.pt").exists()
 
     again = pretrain_command(killed)

@@ -103,7 +103,7 @@ def test_merged_lora_exports_as_the_plain_gpt_it_computes(lm):
 
 
 def test_damaged_or_missing_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m course_utils.export browser"):
+    with pytest.raises(FileNotFoundError, match="make browser-models"):
         export.load_browser(tmp_path / "none.js")
     bad = tmp_path / "bad.js"
     bad.write_text("/* x */\nconsole.log(1);\n")
