@@ -90,3 +90,13 @@ def test_summary_names_profile_device_and_versions():
 def test_device():
     assert config.get_device("cpu") == torch.device("cpu")
     assert config.get_device().type in {"cpu", "cuda", "mps"}
+
+
+def test_claim_ticks_a_true_statement_and_fails_a_false_one(capsys):
+    cpu, ci = config.PROFILES["cpu"], config.PROFILES["ci"]
+    config.claim("two is more than one", 2 > 1, cpu)
+    assert capsys.readouterr().out == "\u2713 two is more than one\n"
+    with pytest.raises(AssertionError, match="does not show what the text says: one is more than two"):
+        config.claim("one is more than two", 1 > 2, cpu)
+    config.claim("one is more than two", 1 > 2, ci)     # the tiny ci run only says it is not checked
+    assert "checked on the full run" in capsys.readouterr().out

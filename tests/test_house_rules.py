@@ -22,7 +22,8 @@ PACKAGE = ROOT / "course_utils"
 MODULES = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
            for p in sorted(PACKAGE.rglob("*.py"))}
 READERS = sorted([*PACKAGE.rglob("*.py"), *(ROOT / "bench").glob("*.py"), *(ROOT / "tools").glob("*.py"),
-                  *(ROOT / "nbs").glob("[0-9]*.py"), *(ROOT / "e2e").glob("*.py")])
+                  *(ROOT / "nbs").glob("[0-9]*.py"), *(ROOT / "e2e").glob("*.py"),
+                  *(ROOT / "book" / "images").glob("*.py")])
 TESTS = sorted((ROOT / "tests").glob("*.py"))
 
 

@@ -13,8 +13,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT / "nbs"
-NOTEBOOKS = sorted(NBS.glob("[0-9][0-9]_*.ipynb"))
-SCRIPTS = sorted(NBS.glob("[0-9][0-9]_*.py"))
+# chapters NN_topic, and their optional deep dives ("Going further") NNa_topic, NNb_topic, ...
+NOTEBOOKS = sorted(NBS.glob("[0-9][0-9]*_*.ipynb"))
+SCRIPTS = sorted(NBS.glob("[0-9][0-9]*_*.py"))
 
 
 def _cells(path: Path):
@@ -78,7 +79,7 @@ def test_committed_notebook_is_small_and_clean(nb: Path):
 
 MAX_CELL_LINES = 40
 EXERCISE = re.compile(r"\*\*Exercise\b[^*]*\*\*")
-EXERCISE_TITLE = re.compile(r"\*\*Exercise (\d\d)\.(\d+)(?: \([^)]+\))?\.?\*\*")
+EXERCISE_TITLE = re.compile(r"\*\*Exercise (\d\d[a-z]?)\.(\d+)(?: \([^)]+\))?\.?\*\*")
 
 
 def _code_cells(py: Path):
@@ -110,7 +111,7 @@ def _exercises(py: Path):
 
 @pytest.mark.parametrize("py", SCRIPTS, ids=lambda p: p.name)
 def test_exercise_titles_are_numbered(py: Path):
-    chapter = py.name[:2]
+    chapter = py.name.split("_")[0]          # "08", or "08a" for a deep dive of chapter 08
     titles = [title for title, _ in _exercises(py)]
     bad = [t for t in titles if not EXERCISE_TITLE.fullmatch(t)
            or EXERCISE_TITLE.fullmatch(t).group(1) != chapter]

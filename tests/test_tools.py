@@ -87,3 +87,16 @@ def test_macs_per_token_counts_the_matrices():
     cfg = tiny_gpt(40, 16).config
     d, f = cfg.d_model, cfg.d_ff
     assert load_script(BROWSER_MODELS, "browser_models").macs_per_token(cfg, context=0) == cfg.n_layers * (4 * d * d + 2 * d * f) + 40 * d
+
+
+def test_deep_dives_are_timed_apart_and_read_back():
+    tool = _load()
+    machine = "| machine | |\n|---|---|\n| cores | 2 |\n"
+    results = [("05 · Training", 420.0, "ok"), ("05a · Going further: packed or padded", 120.0, "ok"),
+               ("06 · DDP", 60.0, "ok")]
+    page = tool.render("cpu", machine, results, ["a note"])
+    assert "| **all chapters** | **8.0** | 2 of 2 ran |" in page
+    assert "| **all deep dives** | **2.0** | 1 of 1 ran |" in page
+    assert page.index("| 06 · DDP |") < page.index("| deep dive |") < page.index("| 05a · Going further")
+    _, rows, notes = tool.read_page(page)
+    assert rows == [results[0], results[2], results[1]] and notes == ["a note"]   # chapters first

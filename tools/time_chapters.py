@@ -63,15 +63,22 @@ def run_chapter(notebook: Path, out_dir: Path, env: dict, timeout: int) -> tuple
     return seconds, "ok"
 
 
+DEEP_DIVE = re.compile(r"^\d\d[a-z] ·")     # "08a · Going further: ...", under chapter 08
+
+
+def is_deep_dive(title: str) -> bool:
+    return bool(DEEP_DIVE.match(title))
+
+
 def read_page(page: str) -> tuple[str, list[tuple[str, float, str]], list[str]]:
-    """The machine section, the chapter rows (title, seconds, status) and the notes of a page
-    this tool wrote."""
+    """The machine section, the chapter rows (title, seconds, status), deep dives included, and
+    the notes of a page this tool wrote."""
     lines = page.splitlines()
     start = lines.index("| machine | |")
     end = lines.index("", start)
     rows, notes = [], []
     for line in lines[lines.index("| chapter | minutes | result |") + 2:]:
-        if line.startswith("| **all chapters**"):
+        if line.startswith("| **") or line.startswith(("| chapter |", "| deep dive |", "|---")):
             continue
         if line.startswith("| "):
             title, minutes, status = (c.strip() for c in line.strip("|").split("|"))
@@ -81,12 +88,20 @@ def read_page(page: str) -> tuple[str, list[tuple[str, float, str]], list[str]]:
     return "\n".join(lines[start:end]) + "\n", rows, notes
 
 
+def _table(header: str, rows: list, total: str) -> str:
+    ran = sum(status == "ok" for _, _, status in rows)
+    lines = [f"| {title} | {seconds / 60:.1f} | {status} |" for title, seconds, status in rows]
+    return (f"| {header} | minutes | result |\n|---|---:|---|\n" + "\n".join(lines)
+            + f"\n| **{total}** | **{sum(r[1] for r in rows) / 60:.1f}** | {ran} of {len(rows)} ran |\n")
+
+
 def render(profile: str, machine: str, results: list, notes: list[str]) -> str:
-    """The page: the machine, one row per chapter (title, minutes, status), the total, notes."""
-    ran = sum(status == "ok" for _, _, status in results)
-    longest, longest_s, _ = max(results, key=lambda r: r[1])
-    rows = [f"| {title} | {seconds / 60:.1f} | {status} |" for title, seconds, status in results]
-    return (
+    """The page: the machine, one row per chapter (title, minutes, status) and their total, then
+    the optional deep dives ("Going further" notebooks) apart with theirs, then the notes."""
+    chapters = [r for r in results if not is_deep_dive(r[0])]
+    dives = [r for r in results if is_deep_dive(r[0])]
+    longest, longest_s, _ = max(chapters or results, key=lambda r: r[1])
+    page = (
         "# Appendix: how long each chapter takes\n\n"
         "The chapters below were executed in order by `make runtimes`\n"
         f"(`python tools/time_chapters.py`) under the `{profile}` profile, starting from an empty\n"
@@ -94,11 +109,13 @@ def render(profile: str, machine: str, results: list, notes: list[str]) -> str:
         "wall-clock minutes for the whole notebook on the machine below. The longest was\n"
         f"*{longest}* ({longest_s / 60:.0f} minutes); a chapter\n"
         "that reuses a cached model (the pretrained GPT of chapter 05) only loads it.\n\n"
-        + machine
-        + "\n| chapter | minutes | result |\n|---|---:|---|\n" + "\n".join(rows)
-        + f"\n| **all chapters** | **{sum(r[1] for r in results) / 60:.1f}** | {ran} of {len(results)} ran |\n"
-        + ("\n" + "\n".join(f"- {n}" for n in notes) + "\n" if notes else "")
+        + machine + "\n" + _table("chapter", chapters, "all chapters")
     )
+    if dives:
+        page += ("\nThe *Going further* notebooks are optional: a reader runs them by choice, after\n"
+                 "their chapter, so they are timed apart (in the same run, after the chapters before them).\n\n"
+                 + _table("deep dive", dives, "all deep dives"))
+    return page + ("\n" + "\n".join(f"- {n}" for n in notes) + "\n" if notes else "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """Draw book/images/dialogue_loss.png, chapter 11's dialogue as one sequence, reply-only loss.
-Run: python book/images/make_dialogue_loss.py (rows from course_utils.datasets; style: _style)."""
+Run: python book/images/make_dialogue_loss.py (rows from course_utils.batches; style: _style)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import _style as S
 
-from course_utils.datasets import DialogueExamples, encode_dialogue
+from course_utils.batches import DialogueExamples, encode_dialogue
 from course_utils.vocab import PAD, SEP, Vocab
 
 OUT = Path(__file__).with_name("dialogue_loss.png")

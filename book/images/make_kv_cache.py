@@ -8,7 +8,7 @@ from pathlib import Path
 import _style as S
 import torch
 
-from course_utils import sampling
+from course_utils import decoding, sampling
 from course_utils.model import GPT, GPTConfig
 
 OUT = Path(__file__).with_name("kv_cache.png")
@@ -27,23 +27,21 @@ def trace():
     model = GPT(GPTConfig(vocab_size=12, block_size=TOY_BLOCK, d_model=8, n_heads=2, n_layers=1,
                           d_ff=16, dropout=0.0))
     calls = []
+    one_token, whole_window = decoding.decode_step, decoding.prefill
 
-    def hook(module, args, kwargs):
-        cache = kwargs.get("cache")
-        calls.append((args[0].size(1), len(cache[0]) if cache else 0))
-
-    model.register_forward_pre_hook(hook, with_kwargs=True)   # prefills run the whole model
-    one_token = sampling.decode_step                           # one-token steps run decode_step
-
-    def traced(model, token, pos, keys, values):
+    def traced_step(model, token, pos, cache):              # one-token steps
         calls.append((token.size(1), int(pos)))
-        return one_token(model, token, pos, keys, values)
+        return one_token(model, token, pos, cache)
 
-    sampling.decode_step = traced
+    def traced_prefill(model, window, cache, lengths=None):  # prefills run the whole window
+        calls.append((window.size(1), len(cache[0])))
+        return whole_window(model, window, cache, lengths)
+
+    decoding.decode_step, decoding.prefill = traced_step, traced_prefill
     try:
         sampling.generate(model, torch.arange(3, 3 + PROMPT)[None], NEW, temperature=0, use_cache=True)
     finally:
-        sampling.decode_step = one_token
+        decoding.decode_step, decoding.prefill = one_token, whole_window
     assert len(calls) == NEW
     return calls
 

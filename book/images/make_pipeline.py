@@ -16,7 +16,7 @@ BOXES = {
     "vocab": (21, 38, 17, "data", "Vocabulary 词表", ["<pad> <unk> <sep>", "+ characters ⇄ ids"],
               "01 · course_utils.vocab"),
     "dataset": (41, 38, 17, "data", "Dataset 数据集", ["(x, y) shifted by one", "batches of windows"],
-                "02 · course_utils.datasets"),
+                "02 · course_utils.batches"),
     "gpt": (61, 38, 17, "model", "GPT", ["attention 注意力", "Transformer blocks"],
             "03-04 · attention, model"),
     "pretrain": (81, 38, 18, "model", "Pretraining 预训练", ["next-character loss", "on news; DDP, AMP"],
