@@ -61,7 +61,9 @@ class Conversation:
 
     @property
     def context_budget(self) -> int:
-        """How many history tokens the model is shown: the context minus room for a reply."""
+        """How many history tokens the model is shown: all that a reply of `max_new_tokens`
+        leaves of the context, but at least half of it (a longer reply makes `generate` slide
+        its window, which keeps the last half). Chapter 11 measures the trade-off."""
         block = self.model.config.block_size
         return max(1, block - min(self.max_new_tokens, block // 2))
 

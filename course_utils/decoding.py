@@ -12,8 +12,8 @@ shapes never change from step to step, so `torch.compile` turns a step into one 
   time, per matrix, its own micro-GEMM against MKL's; faster per token, but it compiles longer
   and again whenever the weights change (benchmarks appendix).
 
-Chapter 08 teaches the cache; chapter 09 looks at what the compiler makes of a step;
-chapter 12's batching engine calls `decode_step` with one position per row.
+Chapter 08 teaches the cache and its deep dive 08a this module; 09a looks at what the compiler
+makes of a step; chapter 12's batching engine (12a) calls `decode_step` with one position per row.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def compiled_fns(model, compiled: bool | str) -> tuple[Callable | None, Callable
 
 @functools.cache
 def _compiled(fn: Callable) -> Callable:
-    # A one-token step is mostly overhead (chapter 09 profiles one). `cpp_wrapper` makes Inductor
+    # A one-token step is mostly overhead (09a profiles one). `cpp_wrapper` makes Inductor
     # launch the step's kernels from C++ instead of Python; in a side-by-side trial on the 2-core
     # Xeon of the benchmarks appendix it was faster per token than the plain compiled step (its
     # compilation takes longer), and Inductor's `decompose_mm_pass` for one-row products was not.

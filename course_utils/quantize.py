@@ -227,8 +227,8 @@ def quantize_model(model: nn.Module, per_channel: bool = True, tie_aware: bool =
     `kernel` says how the layers multiply (KERNELS): "float" (the default) converts the codes
     to float at every call; "int8pack" multiplies float inputs by the int8 codes in one kernel
     (the same result); "int_mm" rounds the inputs to int8 too and multiplies integers (a
-    slightly different result: chapter 09 measures the loss). A kernel this PyTorch lacks
-    falls back to "float". Speed depends on the CPU (chapter 09 and bench/generation.py).
+    slightly different result: 09a measures the loss). A kernel this PyTorch lacks
+    falls back to "float". Speed depends on the CPU (09a and bench/generation.py).
     """
     check_kernel(kernel)
     model = copy.deepcopy(model)  # deepcopy keeps tied parameters tied

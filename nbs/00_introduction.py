@@ -47,11 +47,12 @@ config.seed_everything(0)
 # The figure shows the whole pipeline. The top row builds the model: text becomes integer ids
 # through a vocabulary (词表), ids become batches of training examples, and a GPT learns to
 # predict the next character. The middle row uses the pretrained model (sampling text,
-# shrinking it by quantization, serving it over HTTP). The bottom row fine-tunes (微调) it for
+# shrinking it by quantization, serving it over HTTP, exporting it to Hugging Face
+# `transformers` and ONNX). The bottom row fine-tunes (微调) it for
 # the two tasks of the course: **Task 1**, character-level dialogue generation, and **Task 2**,
 # sentiment classification.
 #
-# ![The book's pipeline, from Chinese text to a served model and two fine-tuned tasks](../book/images/pipeline.png)
+# ![The book's pipeline, from Chinese text to a served and exported model and two fine-tuned tasks](../book/images/pipeline.png)
 
 # %% [markdown]
 # ## 1. The environment
@@ -283,7 +284,8 @@ assert share[True] > 0.5 > share[False]  # what the next paragraph says
 
 # %% [markdown]
 # The bump is mostly positive reviews, so length alone carries a hint of the label: a
-# classifier in Task 2 can pick up such a shortcut, and the simple baselines will too.
+# classifier in Task 2 can pick up such a shortcut without understanding the text (chapter 10
+# scores short and long reviews apart).
 #
 # ## 4. The road map
 #
@@ -294,18 +296,33 @@ assert share[True] > 0.5 > share[False]  # what the next paragraph says
 # | | 02 datasets | `(x, y)` batches, leakage-free splits | `batches` |
 # | the model | 03 attention | causal self-attention (自注意力), multi-head | `attention` |
 # | | 04 the GPT | embeddings, blocks, the language-model head | `model` |
-# | training | 05 training | the training loop, learning-rate schedule, checkpoints, the pretrained model | `train`, `artifacts` |
+# | training | 05 training | the training loop, learning-rate schedule, checkpoints, the pretrained model | `train`, `evaluation`, `checkpoints` |
 # | | 06 DDP | data-parallel training launched with `torchrun` | `ddp` |
 # | | 07 AMP | mixed precision: bf16/fp16, autocast, loss scaling | `amp` |
 # | using it | 08 sampling | temperature, top-k, top-p, beam search, a KV cache, the slider demo | `sampling`, `widgets` |
 # | | 09 quantization | int8 weights, from scratch and with PyTorch | `quantize` |
 # | Task 2 | 10 sentiment fine-tuning | a classifier: freezing, LoRA, baselines | `finetune` |
-# | Task 1 | 11 dialogue fine-tuning | a chatbot on `<sep>`-joined turns | `finetune`, `chat` |
-# | shipping | 12 serving | an asynchronous aiohttp service | `serve` |
+# | Task 1 | 11 dialogue fine-tuning | a chatbot on `<sep>`-joined turns | `batches`, `chat` |
+# | shipping | 12 serving | an asynchronous aiohttp service, dynamic batching, streaming | `serve`, `batching` |
+# | | 13 export | the same GPT in Hugging Face `transformers` and in ONNX | `export` |
+#
+# The "lives in" column names **lessons**: the `course_utils` modules that hold what a chapter
+# teaches, one canonical version of each piece, readable beside the chapter. What only makes
+# the lessons fast or measurable is **machinery**, kept apart: `decoding` (the fast decode step
+# behind `generate`), `timing` (the machine line and the one interleaved timing loop), `files`
+# (atomic writes), `serve_tools` (a server in a thread or a process, a load test) and
+# `artifacts`, the cache of trained models: a chapter gets what an earlier one built (the
+# vocabulary, the token streams, the pretrained model) from it, built on demand the first time
+# and read from `.cache/` after that.
 #
 # Every chapter has the same shape: motivation and goals, the idea, code in small cells each
 # followed by a check, a comparison of the inline version with the `course_utils` one,
-# pitfalls, exercises with checkers, and a summary.
+# pitfalls, exercises with checkers, and a summary. A check that only a full run can show is
+# printed as a sentence with its numbers and a ✓ (`config.claim`); under the tiny `ci` profile
+# it is marked as checked on the full run instead. Some chapters (03, 05, 07, 08, 09, 10, 11
+# and 12) also have an optional **Going further** notebook (03a, 05a, 07a, 08a, 09a, 10a, 11a,
+# 12a), linked from the chapter, for the engineering detail behind its main result; skip them
+# on a first reading.
 
 # %% [markdown]
 # > **Pitfalls.**
@@ -331,9 +348,9 @@ assert share[True] > 0.5 > share[False]  # what the next paragraph says
 # prints ✓ when your answer is right and ✗ with a hint when it is not. A solution follows,
 # collapsed.
 #
-# **Exercise 00.1.** Write `count_chars(texts)` returning a pair: the total number of
-# characters in the list of strings `texts`, and the number of *distinct* characters. On the
-# news corpus it must agree with `corpus_stats()`.
+# **Exercise 00.1 (count characters).** Write `count_chars(texts)` returning a pair: the total
+# number of characters in the list of strings `texts`, and the number of *distinct* characters.
+# On the news corpus it must agree with `corpus_stats()`.
 
 # %%
 from course_utils.exercises import ch00
@@ -355,9 +372,9 @@ _ = ch00.check_count_chars(count_chars)
 
 
 # %% [markdown]
-# **Exercise 00.2.** Write `positive_share(df)`: the fraction (a float between 0 and 1) of
-# reviews in a DataFrame like `load_sentiment()` whose label is 1. Is the cleaned corpus
-# balanced?
+# **Exercise 00.2 (share of positive reviews).** Write `positive_share(df)`: the fraction (a
+# float between 0 and 1) of reviews in a DataFrame like `load_sentiment()` whose label is 1. Is
+# the cleaned corpus balanced?
 
 # %%
 def positive_share(df):
@@ -385,6 +402,8 @@ print(f"{positive_share(reviews):.1%} of the cleaned reviews are positive")
 #   Daily paragraphs for pretraining; a few hundred short conversations for Task 1; product
 #   reviews for Task 2, deduplicated and without contradictory labels, about half of the raw
 #   lines.
+# - The road map: chapters 01 to 13, the `course_utils` lesson each one builds, and the optional
+#   *Going further* notebooks beside some of them.
 #
 # **Next**, chapter 01 turns the news text into integer ids: a character vocabulary that is
 # the same in every process, and what it costs compared with word and BPE tokens.

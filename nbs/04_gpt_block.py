@@ -22,11 +22,10 @@
 # to keep activations at a steady scale, a position-wise MLP that does the per-token
 # computation, and residual connections that let every block *add* to a shared stream
 # instead of replacing it. Stack the blocks between an embedding and a read-out layer and
-# you have the GPT that the rest of the book trains, samples from and fine-tunes. In this
-# chapter we build each piece inline, load the same weights into `course_utils.model` and
-# check that both agree, measure why the norm goes *before* the sub-layer, count every
-# parameter, and check the two properties an untrained GPT must already have: a loss of
-# about $\ln V$ and strict causality.
+# you have the GPT that the rest of the book trains, samples from and fine-tunes. We build
+# each piece inline and check it against `course_utils.model` on the same weights, measure
+# why the norm goes *before* the sub-layer, count every parameter, and check the two
+# properties an untrained GPT must already have: a loss of about $\ln V$ and causality.
 #
 # **Learning goals**
 #
@@ -113,13 +112,11 @@ assert torch.allclose(ours, ln(x), atol=1e-5)
 # ## 3. The MLP
 #
 # The position-wise feed-forward network (前馈网络) widens each token's vector to $d_\text{ff}$
-# (4·$d$ in the course), applies a GELU non-linearity and projects back:
+# (4·$d$ in the course), applies a GELU, a smooth ReLU that damps negative inputs rather
+# than cutting them to zero ($\Phi$ is the standard normal CDF), and projects back:
 #
 # $$\mathrm{MLP}(x) = W_2\,\mathrm{GELU}(W_1 x + b_1) + b_2,\qquad
 # \mathrm{GELU}(u) = u\,\Phi(u).$$
-#
-# GELU is a smooth ReLU ($\Phi$ is the standard normal CDF): negative inputs are damped
-# rather than cut to zero.
 
 # %%
 import matplotlib.pyplot as plt
@@ -207,10 +204,10 @@ assert diff < 1e-5
 # LayerNorms of every later block.
 #
 # We measure both at initialisation, with *the same weights*: a 24-block stack of the
-# profile's width, initialised as `course_utils.model.GPT` does (GPT-2's scheme), its blocks
-# copied into pre-norm and post-norm `MyBlock`s, run on a batch of real news text. We record
-# the root-mean-square of the residual stream after each block and, after one backward
-# pass of the language-model loss, the gradient norm of each block's parameters.
+# profile's width, initialised as `course_utils.model.GPT` does, its blocks copied into
+# pre-norm and post-norm `MyBlock`s, run on a batch of real news text. We record the
+# root-mean-square of the residual stream after each block and, after one backward pass of
+# the language-model loss, the gradient norm of each block's parameters.
 
 # %%
 import math
@@ -272,37 +269,38 @@ for ax in (ax1, ax2):
     ax.legend()
 fig.tight_layout()
 plt.show()
-later = post.grad_norm.iloc[1:]                          # post-norm blocks 2..depth
-# what the next paragraph says
 assert (post.stream_rms - 1).abs().max() < 1e-3          # post-norm: rms pinned at 1
-if profile.name != "ci":
-    assert pre.stream_rms.is_monotonic_increasing and pre.stream_rms.iloc[0] < 0.05
-    assert pre.grad_norm.max() / pre.grad_norm.min() < 10
-    assert pre.grad_norm.iloc[0] > pre.grad_norm.iloc[-1]
-    assert later.max() / later.min() < 1.5 and pre.grad_norm.min() > 10 * later.max()
-    assert post.grad_norm.iloc[0] > 5 * later.max()
+rms, g, later = pre.stream_rms, pre.grad_norm, post.grad_norm.iloc[1:]   # later: blocks 2..24
+config.claim(f"pre-norm: the stream's rms grows at every block, from {rms.iloc[0]:.3f} to "
+             f"{rms.iloc[-1]:.3f}", rms.is_monotonic_increasing and rms.iloc[0] < 0.05)
+config.claim(f"pre-norm: all block gradients lie within ×{g.max() / g.min():.1f} of each other "
+             f"(under ×10), block 1's above block {depth}'s", g.max() / g.min() < 10 and g.iloc[0] > g.iloc[-1])
+config.claim(f"post-norm: blocks 2-{depth} get nearly equal gradients (within ×{later.max() / later.min():.2f}), "
+             f"over 10× below every pre-norm block's; block 1 gets ×{post.grad_norm.iloc[0] / later.max():.0f} "
+             f"the largest of them", later.max() / later.min() < 1.5 and g.min() > 10 * later.max()
+             and post.grad_norm.iloc[0] > 5 * later.max())
 
 # %% [markdown]
-# What the measurement shows (the table above holds the numbers of this run):
+# What the measurement shows (the claims above, the numbers in the table):
 #
 # - **Activation scale.** In post-norm the stream is renormalised after every sub-layer, so
 #   its rms is pinned at 1. In pre-norm nothing normalises the stream itself: it starts at
-#   the scale of the embeddings (GPT-2 initialises them with standard deviation 0.02) and
-#   grows steadily as each block adds its update. That is why a pre-norm GPT needs the
-#   final LayerNorm before the head, and why each sub-layer reads a normalised *copy*.
+#   the scale of the embeddings and grows as each block adds its update. (`course_utils`
+#   draws token and position embeddings with standard deviation 0.02, so their sum has an
+#   rms near $0.02\sqrt2 \approx 0.028$; GPT-2 drew its position embeddings with 0.01.)
+#   That is why a pre-norm GPT needs the final LayerNorm before the head, and why each
+#   sub-layer reads a normalised *copy*.
 # - **Gradients.** In pre-norm every block gets a gradient of the same order, the first
-#   block somewhat more than the last. In post-norm, with this small initialisation, the
-#   blocks above the first receive gradients of nearly equal size too, but more than an
-#   order of magnitude smaller than in pre-norm, and the first block (which reads the raw,
-#   tiny embeddings before any norm) stands apart.
+#   block more than the last. In post-norm, with this small initialisation, the blocks
+#   above the first receive nearly equal gradients too, but more than an order of magnitude
+#   smaller than in pre-norm; the first block (which reads the raw, tiny embeddings before
+#   any norm) stands apart, with over five times the gradient of any of them.
 #
-# At initialisation, then, both wirings pass a usable gradient to all 24 blocks. The
-# practical difference shows up during training: as the sub-layers' outputs grow, the
-# chain of LayerNorms in post-norm reshapes the gradient reaching the lower blocks, and
-# post-norm transformers are known to need a learning-rate warm-up to train stably, while
-# pre-norm ones are much less sensitive (Xiong et al., 2020, *On Layer Normalization in the
-# Transformer Architecture*). We do not reproduce that training experiment here (it takes
-# many steps); chapter 05's loop uses pre-norm *and* a short warm-up.
+# At initialisation, then, neither wiring's gradient vanishes on its way down the 24
+# blocks. The difference shows up in training: post-norm transformers are known to need a
+# learning-rate warm-up to train stably, pre-norm ones much less (Xiong et al., 2020, *On
+# Layer Normalization in the Transformer Architecture*); chapter 05 uses pre-norm *and* a
+# warm-up.
 #
 # ## 6. The whole GPT, inline, and `course_utils.model.GPT`
 #
@@ -334,7 +332,7 @@ class MyGPT(nn.Module):
 
 
 torch.manual_seed(0)
-model = GPT(cfg).eval()                     # the canonical model, GPT-2 initialisation
+model = GPT(cfg).eval()                     # the canonical model and its initialisation
 mine = MyGPT(V, block_size, d_model, n_heads, n_layers, d_ff).eval()
 print(mine.load_state_dict(model.state_dict()))
 xb, yb = random_batch(val_tokens, 4, block_size, generator=gen)
@@ -346,9 +344,8 @@ print("logits:", tuple(logits_lib.shape), "| max |Δ logits|:",
 assert torch.allclose(logits_mine, logits_lib, atol=1e-5) and abs(loss_mine - loss_lib) < 1e-5
 
 # %% [markdown]
-# Same weights, same logits. From chapter 05 on the book uses `course_utils.model.GPT`,
-# which adds dropout, optional attention masks, a KV cache for generation (chapter 08) and
-# clear errors for bad input.
+# Same weights, same logits. From chapter 05 on the book uses `course_utils.model.GPT`, which
+# adds dropout, attention masks, a KV cache (chapter 08) and clear errors for bad input.
 #
 # ## 7. Counting parameters
 #
@@ -360,9 +357,8 @@ assert torch.allclose(logits_mine, logits_lib, atol=1e-5) and abs(loss_mine - lo
 # $$N = Vd + T_\text{block}\,d + L\,\big(4d^2 + 2d\,d_\text{ff} + 9d + d_\text{ff}\big) + 2d .$$
 #
 # `course_utils.model.count_parameters` is this formula (with a `bias=False` variant). We
-# compare it with the real count for the course configuration (the `gpu` profile: $d$ =
-# 256, 8 heads, 6 layers, $d_\text{ff}$ = 1024, block 128, the news vocabulary) and for the
-# `cpu` and `ci` profiles.
+# compare both with the real count for the course configuration (the `gpu` profile) and
+# for the `cpu` and `ci` profiles.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -444,18 +440,19 @@ print(f"summing the state_dict gives {state_dict_sum:,}: the tied matrix counted
 assert state_dict_sum == untied
 
 # %% [markdown]
-# Besides the saving (a sixth of the untied model, printed above), tying means every output
-# logit is a similarity to an input embedding; with a small corpus this sharing also helps
-# the rare characters, whose input rows would otherwise learn from very few examples.
+# Besides the saving (a sixth of the untied model, printed above), tying makes every logit
+# a similarity to an input embedding, which helps rare characters: their input rows would
+# otherwise learn from very few examples.
 #
 # ## 9. The loss at initialisation
 #
 # A freshly initialised GPT should know nothing, so it should spread its probability evenly
-# over the $V$ tokens: the cross-entropy of a uniform guess is $-\ln(1/V) = \ln V$. With
-# GPT-2's initialisation the logits are small (the head's rows have standard deviation
-# 0.02), so the softmax is close to uniform. We check it on real news batches from the
-# validation split, in the profile's model, with three kinds of targets: the real next
-# characters, random characters, and the *inputs themselves*.
+# over the $V$ tokens: the cross-entropy of a uniform guess is $-\ln(1/V) = \ln V$. The
+# logits are small: the final LayerNorm gives each hidden vector variance 1 across its $d$
+# features and the head's rows (the token embeddings) have standard deviation 0.02, so a
+# logit's standard deviation is about $0.02\sqrt{d}$, and the softmax is close to uniform.
+# We check it on real validation batches, in the profile's model, with three kinds of
+# targets: the real next characters, random characters, and the *inputs themselves*.
 
 # %%
 torch.manual_seed(0)
@@ -471,31 +468,32 @@ init_df = pd.DataFrame({"targets": ["next character (real text)", "random charac
                         "loss": [loss_real.item(), loss_random.item(), loss_copy.item()]})
 init_df["loss − ln V"] = init_df.loss - math.log(V)
 self_top = (logits.argmax(-1) == xb).float().mean().item()  # the input's own logit is the largest
-print(f"ln V = ln {V} = {math.log(V):.4f} | logits: std {logits.std().item():.3f} | the input "
-      f"token has the largest logit at {self_top:.0%} of the positions")
+print(f"ln V = ln {V} = {math.log(V):.4f} | logits: std {logits.std().item():.3f}, "
+      f"0.02·√d = {0.02 * math.sqrt(d_model):.3f}")
 assert abs(loss_random.item() - math.log(V)) < 0.1 and abs(loss_real.item() - math.log(V)) < 0.1
-if profile.name != "ci":  # what the next paragraph says
-    assert loss_copy < loss_real - 0.5 and self_top > 0.5
+config.claim(f"targets = inputs gives {loss_copy:.3f}, over 0.5 below the real targets' "
+             f"{loss_real:.3f}: the input token has the largest logit at {self_top:.0%} of the "
+             f"positions", loss_copy < loss_real - 0.5 and self_top > 0.5)
 init_df.round(4)
 
 # %% [markdown]
-# Real and random targets both give a loss close to $\ln V$: at initialisation the model has
-# no preference for the true next character. The third row is lower, and not because the
-# model learned anything: with tied weights, the logit of the *input* token at its own
-# position is the dot product of the final hidden state (at initialisation mostly that
-# token's embedding plus its position's, normalised) with that same embedding, which is
-# usually larger than its dot product with any other row: at the majority of positions (the
-# share is printed above) the input token gets the largest logit. So a test that uses
-# `targets = inputs` as a shortcut would report a misleadingly low initial loss; use real or
-# random targets. A loss far above $\ln V$ at step 0 means the initialisation is off (for
-# example logits of standard deviation 1 or more).
+# Real and random targets both give a loss close to $\ln V$, and the logits' standard
+# deviation matches the predicted $0.02\sqrt{d}$ (both printed above): at initialisation
+# the model has no preference for the true next character. The third row is lower, and not
+# because the model learned anything: with tied weights, the logit of the *input* token at
+# its own position is the dot product of the final hidden state (at initialisation mostly
+# that token's embedding plus its position's, normalised) with that same embedding, which
+# is usually larger than its dot product with any other row: at most positions (the claim
+# above) the input token gets the largest logit. So a test that uses `targets = inputs` as
+# a shortcut would report a misleadingly low initial loss; use real or random targets. A
+# loss far above $\ln V$ at step 0 means the initialisation is off (for example logits of
+# standard deviation 1 or more).
 #
 # ## 10. Causality
 #
-# A GPT trained on next-token prediction must never let position $t$ see tokens after $t$.
-# The check: change one token in the middle of a real sentence and compare the logits
-# before and after, position by position. Everything before the change must be bit-for-bit
-# identical; everything from the change on may differ.
+# Position $t$ must never see tokens after $t$. The check: change one token of a real
+# sentence and compare the logits position by position. Everything before the change must
+# be bit-for-bit identical; everything from the change on may differ.
 
 # %%
 idx = xb[:1].clone()                          # one real window of block_size characters
@@ -520,13 +518,10 @@ ax.set(title=f"max |Δ logit| per position after changing the token at position 
 plt.show()
 
 # %% [markdown]
-# Only the changed position and the ones after it move. This is also a unit test of
-# `course_utils.model` (`tests/test_model.py`), together with the parameter counts and the
-# initial loss above.
-#
-# Two mistakes a user can make get a clear error instead of a crash deep inside PyTorch:
-# a sequence longer than `block_size` (there is no position embedding for it) and an id
-# outside the vocabulary (for example text encoded with another vocabulary).
+# Only the changed position and the ones after it move (`tests/test_model.py` checks this
+# too). Two mistakes a user can make get a clear error instead of a crash deep inside
+# PyTorch: a sequence longer than `block_size` (it has no position embedding) and an id
+# outside the vocabulary (text encoded with another vocabulary).
 
 # %%
 for bad, what in [(torch.randint(3, V, (1, block_size + 1)), "too long"),
@@ -548,12 +543,10 @@ for bad, what in [(torch.randint(3, V, (1, block_size + 1)), "too long"),
 # >   Copying a tied model's `state_dict` into an untied one silently unties it.
 # > - *`targets = inputs` as a quick test.* With tied weights it gives a loss well below
 # >   $\ln V$ before any training (section 9). Shift the targets by one.
-# > - *Dropout in checks.* Comparisons of logits (causality, agreement with another
-# >   implementation) need `model.eval()`: in training mode dropout makes two forward passes
-# >   differ.
-# > - *Longer than `block_size`.* The position table has `block_size` rows; generation must
-# >   crop its context to the last `block_size` tokens (the source material did not crop;
-# >   chapter 08 does).
+# > - *Dropout in checks.* Comparing logits (causality, another implementation) needs
+# >   `model.eval()`: in training mode dropout makes two forward passes differ.
+# > - *Longer than `block_size`.* The position table has `block_size` rows: generation must
+# >   crop its context to the last `block_size` tokens (the source material did not; 08 does).
 # > - *Padding in the loss.* The loss must ignore `<pad>` targets (`ignore_index=0`), as both
 # >   versions here do; otherwise the model is rewarded for predicting padding.
 
@@ -641,15 +634,15 @@ _ = ch04.check_block_forward(block_forward)
 # - A pre-norm block is $h = x + \mathrm{MHA}(\mathrm{LN}_1 x)$, $x' = h +
 #   \mathrm{MLP}(\mathrm{LN}_2 h)$: attention mixes positions, the MLP transforms each
 #   position, LayerNorm keeps each sub-layer's input at unit scale, and the residual stream
-#   carries everything from block to block. Our inline block and GPT load the weights of
-#   `course_utils.model.Block`/`GPT` and give the same outputs.
+#   carries everything from block to block. Our inline block and GPT give the same outputs
+#   as `course_utils.model.Block`/`GPT` on the same weights.
 # - Measured at initialisation: pre-norm leaves the stream unnormalised (it grows with
 #   depth, so a final LayerNorm is needed) and passes gradients of the same order to every
 #   block; post-norm pins the stream at unit scale.
-# - The course model (d 256, 8 heads, 6 layers, d_ff 1024, the character-level news
-#   vocabulary, block 128) has the parameter count printed in section 7, exactly the closed
-#   form; two thirds of each block are MLP, and weight tying saves a sixth of the model.
-# - At initialisation the loss is $\ln V$ on real text, and changing a token leaves every
+# - The course model (d 256, 8 heads, 6 layers, d_ff 1024, block 128, the news vocabulary)
+#   has exactly the closed-form parameter count of section 7; two thirds of each block are
+#   MLP, and weight tying saves a sixth of the untied model.
+# - At initialisation the loss is close to $\ln V$ on real text, and changing a token leaves every
 #   earlier logit bit-for-bit unchanged.
 #
 # **Next**, chapter 05 trains this GPT on the news corpus with `course_utils.train`: AdamW,

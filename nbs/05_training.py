@@ -34,7 +34,7 @@
 # - explain AdamW's two parameter groups and the warm-up + cosine learning-rate schedule;
 # - pretrain the GPT on the news corpus and read its loss curves, its perplexity and its
 #   samples against a unigram baseline;
-# - measure what the course's padded sentence batches cost against packed random windows;
+# - explain why the book packs its text into full windows instead of padding sentences;
 # - save checkpoints, resume a stopped run exactly, and recognise a mismatched checkpoint.
 
 # %%
@@ -43,6 +43,7 @@ from course_utils import config, plots, timing
 plots.setup()                # CJK font for Chinese labels
 profile = config.get_profile()
 print(config.summary(profile))
+print(timing.machine_line())   # section 6 times the pretraining run
 config.seed_everything(0)
 
 # %% [markdown]
@@ -275,16 +276,16 @@ assert result.history["step"] == list(range(1, demo_cfg.max_steps + 1)) and diff
 # Now the real thing. `artifacts.pretrained_lm(profile)` trains the profile's GPT on the
 # training stream for `profile.max_steps` steps with the schedule above, evaluates on fixed
 # training and validation batches every `profile.eval_interval` steps, and caches the result
-# (`.cache/pretrained_<profile>.pt`); later chapters load it from there. Here we pass
-# `force=True`, so this notebook's run is the one that produces the cached model, and a
-# callback that samples two continuations at each evaluation (temperature 0.8, top-k 40;
-# samplers are chapter 08's subject). Watch the samples: early on the model strings frequent
-# words together without sense; by the end it writes phrases shaped like the news (dates,
-# places, a reporter's byline), still without meaning. Under the `cpu` profile this is one
-# of the longest cells of the book: 2,000 steps, some 5-15 minutes on a laptop CPU, longer
-# on a busy one (the time this run took is printed at the end, with the machine it ran on).
-# The `cpu` profile also turns on the speed-ups of "Going faster" at the end of this chapter
-# (`profile.lm_speedups()`): the same arithmetic up to rounding, in less time.
+# (`.cache/pretrained_<profile>.pt`) for later chapters. Here we pass `force=True`, so this
+# notebook's run is the one that produces the cached model, and a callback that samples two
+# continuations at each evaluation (temperature 0.8, top-k 40; samplers are chapter 08's
+# subject), from the same prompts and sampling seed each time, so what changes is the model
+# alone. A model of this size, trained for minutes, learns which characters and words tend
+# to follow each other, not what they mean: the samples come to use the words and phrases of
+# the news without making sense as a whole, and the loss, not any one sample, measures
+# progress. Under `cpu` this is one of the longest cells of the book: 2,000 steps, a few
+# minutes on a recent laptop CPU, more on an older or busy one (the time is printed at the
+# end), with the speed-ups of "Going faster" below turned on (`profile.lm_speedups()`).
 
 # %%
 from course_utils import sampling
@@ -304,17 +305,18 @@ def show_samples(step, model, history):
 t0 = time.perf_counter()
 lm, vocab, info = artifacts.pretrained_lm(profile, force=True, on_eval=show_samples)
 minutes = (time.perf_counter() - t0) / 60
-print(f"\n{info['steps']} steps in {minutes:.1f} min; cached as {info['path'].name}")
+print(f"\n{info['steps']} steps in {minutes:.1f} min (torch threads: {torch.get_num_threads()}); "
+      f"cached as {info['path'].name}")
 print("speed-ups:", ", ".join(f"{k}={v}" for k, v in profile.lm_speedups().items()),
       "" if config.compiler_available() is None else f"(no compile: {config.compiler_available()})")
-print(timing.machine_line())
 
 # %% [markdown]
 # The loss curves come from the run's history: the loss of each training batch (every 10
 # steps) and the evaluations on fixed batches. The dashed line is the *unigram baseline*,
 # the cross-entropy of a model that ignores the context and always predicts the training
 # frequencies of the characters. A language model has learned something from context only
-# when it goes below that line.
+# when it goes below that line. The throughput (right) is averaged from the start: it climbs
+# as the slow first steps (compilation, when on) are paid off, and dips after each evaluation.
 
 # %%
 h = info["history"]
@@ -348,21 +350,22 @@ print(f"unigram baseline {unigram:.3f} nats/char, perplexity {math.exp(unigram):
 gap = np.array(h["val_loss"]) - np.array(h["train_loss"])
 print(f"validation minus training loss: {gap[0]:+.3f} at step {h['eval_step'][0]}, "
       f"{gap[-1]:+.3f} at step {h['eval_step'][-1]}")
-if profile.name != "ci":  # the ci model trains for seconds: it is only checked to run
-    assert val_loss < unigram - 0.5, "the pretrained model should clearly beat the unigram baseline"
-    # what the next paragraph says
-    assert h["val_loss"][-1] < h["val_loss"][-2] and h["train_loss"][-1] < h["train_loss"][-2]
-    assert (gap > 0).all() and gap[-1] > gap[0]
+config.claim(f"the validation loss ends more than 0.5 below the unigram baseline ({val_loss:.3f} "
+             f"< {unigram:.3f} - 0.5)", val_loss < unigram - 0.5)
+config.claim("both losses still fell between the last two evaluations",
+             h["val_loss"][-1] < h["val_loss"][-2] and h["train_loss"][-1] < h["train_loss"][-2])
+config.claim(f"validation stays above training at every evaluation, and the gap grows "
+             f"({gap[0]:+.3f} -> {gap[-1]:+.3f})", bool((gap > 0).all()) and gap[-1] > gap[0])
 
 # %% [markdown]
-# Both losses are still falling at the last evaluation, so a longer run (the `gpu` profile
-# trains a larger model for 20,000 steps) would still improve. The validation loss sits above
-# the training loss and the gap grows over the run (printed above): the model fits its 1.7
-# million training characters better than unseen text, a first sign of overfitting (the
-# validation loss itself is still falling), which more data or dropout would hold back (the
-# `cpu` profile trains without dropout; the `gpu` profile uses 0.1). Every evaluation uses the same
-# `eval_iters` fixed batches, so successive points can be compared with each other; each is
-# still an estimate from a small sample of the text.
+# Both losses still fell between the last two evaluations (the claims above): the run stops
+# while the model is still learning (the `gpu` profile trains a larger model for 20,000
+# steps). Validation sits above training at every evaluation and the gap grows: 2,000 steps
+# of 32 × 64 targets are about two and a half passes over the 1.7 million training
+# characters, and the model fits those better than unseen text, a first sign of overfitting
+# (validation itself still improves) that more data or dropout would hold back (`cpu` trains
+# without dropout, `gpu` with 0.1). Every evaluation uses the same `eval_iters` fixed batches,
+# so successive points can be compared; each is an estimate from a small sample of the text.
 
 # %% [markdown]
 # ## 7. Padded sentences or packed windows?
@@ -370,165 +373,13 @@ if profile.name != "ci":  # the ci model trains for seconds: it is only checked 
 # The course trained on single sentences of 16-64 characters, each padded with `<pad>` to a
 # fixed length, the loss ignoring the `<pad>` targets (`batches.PaddedLines` of chapter 02,
 # batched by `train.DatasetBatches`, which reshuffles every epoch). We pack the stream
-# instead: every position of every window is a real target. How much does that matter? We
-# train two identical models on the **same budget of real (non-`<pad>`) target tokens**,
-# one each way, then evaluate both on the same held-out validation windows (and, for
-# fairness, on held-out padded sentences too).
-
-# %%
-import re
-
-from course_utils.batches import DatasetBatches, PaddedLines
-from course_utils.evaluation import EVAL_OFFSET, evaluate
-
-
-def sentences(docs):
-    """Cut paragraphs after 。！？ (the course trained on sentences, not paragraphs)."""
-    return [s for d in docs for s in re.findall(r"[^。！？]*[。！？]|[^。！？]+$", d)]
-
-
-train_docs, val_docs = artifacts.news_splits()
-if profile.max_docs:
-    train_docs, val_docs = train_docs[: profile.max_docs], val_docs[: profile.max_docs]
-max_len = min(64, profile.block_size + 1)  # an example must fit in the model's context
-lines_train = PaddedLines(sentences(train_docs), vocab, min_len=16, max_len=max_len)
-lines_val = PaddedLines(sentences(val_docs), vocab, min_len=16, max_len=max_len)
-print(f"sentences of 16-{max_len} characters: {len(lines_train):,} for training, "
-      f"{len(lines_val):,} held out")
-
-packed_steps = max(20, profile.max_steps // 20)
-budget = packed_steps * profile.batch_size * profile.block_size  # every packed target is real
-padded_src = DatasetBatches(lines_train, profile.batch_size, seed=0)
-real_per_line = np.array([len(s) - 1 for s in lines_train.lines])
-padded_tokens = [0]  # real targets seen after each padded step
-while padded_tokens[-1] < budget:
-    padded_tokens.append(padded_tokens[-1] + int(real_per_line[padded_src.indices(len(padded_tokens) - 1)].sum()))
-padded_steps = len(padded_tokens) - 1
-pad_share = 1 - padded_tokens[-1] / (padded_steps * profile.batch_size * lines_train.seq_len)
-print(f"budget {budget:,} real targets: {packed_steps} packed steps or {padded_steps} padded steps "
-      f"({pad_share:.0%} of the padded positions are <pad>)")
-
-# %%
-n_eval = 2 * profile.eval_iters
-val_lines_src = DatasetBatches(lines_val, profile.batch_size, seed=1)
-
-
-def budget_run(source, steps):
-    """Train a fresh model for `steps`; evaluate on the validation windows after
-    `packed_steps` steps (equal compute) and at the end (equal real tokens)."""
-    config.seed_everything(0)
-    model = GPT(model_cfg)
-    cfg = T.TrainConfig.from_profile(profile, max_steps=steps, warmup_steps=max(1, steps // 10),
-                                     eval_interval=packed_steps, eval_iters=n_eval,
-                                     log_interval=max(1, steps // 50))
-    res = T.train(model, source, cfg, val_source=val_src, device=device)
-    return res.history, {
-        "steps": steps,
-        f"val windows @ step {packed_steps}": res.history["val_loss"][0],
-        "val windows @ end": res.history["val_loss"][-1],
-        "val sentences @ end": evaluate(model, val_lines_src, n_eval, device),
-    }
-
-
-hist_packed, packed = budget_run(train_src, packed_steps)
-hist_padded, padded = budget_run(padded_src, padded_steps)
-
-# %% [markdown]
-# Each run's own wall-clock time is a poor measure of speed on a machine shared with other
-# programs (a notebook server, a browser, other jobs): the load changes between the two
-# runs. So we time the two kinds of step side by side, alternating a few steps of each
-# (the first round is a warm-up and is dropped), and take the median.
-
-# %%
-def time_steps(model, optimizer, source, first_step, n=3):
-    t0 = time.perf_counter()
-    for step in range(first_step, first_step + n):
-        x, y = source.get(step)
-        _, loss = model(x.to(device), y.to(device))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss.item()  # waits for a GPU to finish
-    return (time.perf_counter() - t0) / n
-
-
-sources = {"packed windows": train_src, "padded sentences": padded_src}
-runners = {}
-for name in sources:
-    config.seed_everything(0)
-    model = GPT(model_cfg).to(device)
-    runners[name] = (model, T.configure_optimizer(model, T.TrainConfig(progress=False)))
-seconds = {name: [] for name in sources}
-for r in range(6):
-    for name in (list(sources) if r % 2 == 0 else list(sources)[::-1]):
-        s = time_steps(*runners[name], sources[name], first_step=3 * r)
-        if r > 0:
-            seconds[name].append(s)
-real_per_step = {"packed windows": budget / packed_steps,
-                 "padded sentences": padded_tokens[-1] / padded_steps}
-
-comparison = pd.DataFrame({"packed windows": packed, "padded sentences": padded}).T
-comparison["real tokens"] = [budget, padded_tokens[-1]]
-comparison["s/step"] = [float(np.median(seconds[n])) for n in comparison.index]
-comparison["real tokens/s"] = [real_per_step[n] / comparison.loc[n, "s/step"] for n in comparison.index]
-formats = {"steps": "{:.0f}".format, "real tokens": "{:,.0f}".format, "s/step": "{:.3f}".format,
-           "real tokens/s": "{:,.0f}".format}
-formats.update({c: "{:.3f}".format for c in comparison.columns if c.startswith("val")})
-print(comparison[list(formats)].to_string(formatters=formats))
-speedup = comparison["real tokens/s"].iloc[0] / comparison["real tokens/s"].iloc[1]
-print(f"\npacking processes {speedup:.2f}x as many real tokens per second "
-      f"(the padded positions are {pad_share:.0%} <pad>: 1 / (1 - {pad_share:.2f}) = {1 / (1 - pad_share):.2f})")
-print(timing.machine_line())
-
-# %%
-fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [2, 1]})
-tokens_at = {"packed windows": lambda steps: np.asarray(steps) * profile.batch_size * profile.block_size,
-             "padded sentences": lambda steps: np.asarray(padded_tokens)[np.asarray(steps)]}
-for name, hist in (("packed windows", hist_packed), ("padded sentences", hist_padded)):
-    line, = ax0.plot(tokens_at[name](hist["step"]), hist["loss"], alpha=0.6,
-                     label=f"{name}: training batches")
-    ax0.plot(tokens_at[name](hist["eval_step"]), hist["val_loss"], "o", color=line.get_color(),
-             ms=8, label=f"{name}: validation windows")
-ax0.set(title="Loss on the same budget of real targets", xlabel="real target tokens seen",
-        ylabel="cross-entropy (nats)")
-ax0.legend()
-ax1.bar(list(comparison.index), comparison["real tokens/s"], color=["C0", "C1"])
-ax1.set(title="Throughput (measured side by side)", ylabel="real target tokens per second")
-plt.tight_layout()
-plt.show()
-packed_row, padded_row = comparison.loc["packed windows"], comparison.loc["padded sentences"]
-same_compute, end = f"val windows @ step {packed_steps}", "val windows @ end"
-# the padded run's lead (> 0: its loss is lower) at equal compute, at the end, on sentences
-lead_on = {c: packed_row[c] - padded_row[c] for c in [same_compute, end, "val sentences @ end"]}
-if profile.name != "ci":  # what the next paragraph says about the cpu run
-    assert 0.8 < padded_row["s/step"] / packed_row["s/step"] < 1.25  # steps cost about the same
-    assert lead_on[same_compute] < 0 < lead_on[end] < lead_on["val sentences @ end"]
-    assert min(packed_row[end], padded_row[end]) > info["val_loss"] + 1  # far from pretrained
-    assert abs(speedup * (1 - pad_share) - 1) < 0.2  # about 1 / (1 - pad share)
-
-# %% [markdown]
-# What the numbers say (the text refers to the `cpu` run stored with this notebook). The two
-# training curves are measured on different kinds of batches (whole sentences, windows) and
-# cannot be compared directly; the dots, all on the same validation windows, can.
-#
-# - *Same compute*, the `@ step` column: a padded step costs as much as a packed one (both
-#   push `batch_size × ~block_size` positions through the model, the `s/step` column), so
-#   after the same number of steps both runs have spent the same time. There the packed
-#   model is ahead on the validation windows. (It has also finished its learning-rate decay
-#   at that step while the padded run is only midway, which flatters it a little.)
-# - *Same real tokens*, the `@ end` columns: the padded run is ahead, even on the windows.
-#   It needed many more optimizer steps to see the same real tokens, and this early in
-#   training, with both losses far above the pretrained model's, more updates are worth
-#   more than bigger ones. It paid for them in time: the share of `<pad>` positions is
-#   wasted work, so it processed fewer real tokens per second, by about the factor
-#   $1/(1-\text{pad share})$ printed under the table.
-# - On held-out *sentences*, its own format, the padded model's lead is larger; on the
-#   windows it is on unfamiliar ground, never having seen text that starts mid-sentence or
-#   crosses a paragraph break (`<sep>`).
-#
-# Packing wastes no compute and lets the model use contexts longer than one sentence: for a
-# given amount of time it gets further, which is why the book pretrains on packed windows.
+# instead (`WindowBatches`, section 1): every position of every window is a real target. A
+# padded step costs as much as a packed one, since both push `batch_size × ~block_size`
+# positions through the model, so the share of `<pad>` positions is compute spent on
+# nothing; and a packed window lets the model read context across sentence boundaries. The
+# deep dive [Going further: padded sentences or packed windows](05a_packed_or_padded.ipynb)
+# measures that share on the news sentences and trains the GPT both ways from several seeds,
+# comparing the two at the same compute and at the same number of real targets.
 
 # %% [markdown]
 # ## 8. Checkpoints: keep the last few, resume exactly
@@ -625,7 +476,7 @@ shutil.rmtree(ckpt_root)
 # tensors and plain data: a checkpoint file from the internet cannot run code on your
 # machine when loaded.
 #
-# **Going faster.** `TrainConfig(compile=True)` wraps the model in `torch.compile`, which
+# **Going faster.** `TrainConfig(compiled=True)` wraps the model in `torch.compile`, which
 # fuses operations into larger kernels: the first steps are slow (compilation), later ones
 # faster. On a CPU it needs a C++ compiler; without one, `train` says so in one line and runs
 # eagerly. The largest single piece of this small GPT's step is the head and the loss: for
@@ -635,25 +486,21 @@ shutil.rmtree(ckpt_root)
 # ever holding all the logits (`model.linear_cross_entropy`: the same arithmetic, up to
 # rounding, tested against `F.cross_entropy`). `TrainConfig(fused_adamw=True)` updates all
 # parameters in one fused AdamW kernel. `python bench/train_step.py` measures what each of
-# these pays on your CPU, alone and together, from the same weights on the same batches (the
-# [benchmarks appendix](../book/benchmarks.md) shows the book's run): together they paid
+# these pays on your CPU, alone and together, from the same weights on the same batches;
+# `python bench/train_throughput.py` what PyTorch's fused `scaled_dot_product_attention`
+# (which our attention uses) gains over the explicit `softmax(QKᵀ)V` of chapter 03. The
+# [benchmarks appendix](../book/benchmarks.md) shows the book's runs: together the three paid
 # enough that the `cpu` profile turns them on for its language-model training
-# (`profile.lm_speedups()`, printed after the pretraining run above; `torch.compile` only for
-# runs of at least `config.COMPILE_MIN_STEPS` steps, since compiling costs tens of seconds
-# that a short run does not earn back), while chapter 06's DDP and chapter 07's precision
-# experiments keep the plain step, the subject there. The attention
-# itself already uses PyTorch's fused `scaled_dot_product_attention`;
-# `python bench/train_throughput.py`
-# measures what that gains over the explicit `softmax(QKᵀ)V` of chapter 03, in tokens per
-# second, on your machine (the [benchmarks appendix](../book/benchmarks.md) shows the book's run).
+# (`profile.lm_speedups()`, printed after the pretraining run; `torch.compile` only for runs
+# of at least `config.COMPILE_MIN_STEPS` steps, since compiling costs tens of seconds that a
+# short run does not earn back), while chapters 06 and 07 keep the plain step, their subject.
 #
 # **Threads.** On a CPU, PyTorch starts one thread per core by default. On a machine shared
 # with other busy programs this can be far *slower* than one thread, because the threads of
 # every operation wait for each other whenever one of them is descheduled. If training is
 # unexpectedly slow, try `torch.set_num_threads(1)` (or start Jupyter with
-# `OMP_NUM_THREADS=1`). The first line of output says how many threads produced the outputs
-# stored with this notebook, and the machine line printed beside each timing says on which
-# CPU and under which load.
+# `OMP_NUM_THREADS=1`). The setup cell's output says how many threads produced the outputs
+# stored with this notebook, on which CPU and under which load.
 
 # %% [markdown]
 # > **Pitfalls.**
@@ -780,6 +627,8 @@ def mean_loss(model, batches):
 
 
 _ = ch05.check_mean_loss(mean_loss)
+from course_utils.evaluation import EVAL_OFFSET  # evaluation batches come from these step numbers
+
 batches = [val_src.get(EVAL_OFFSET + i) for i in range(profile.eval_iters)]
 print(f"pretrained model: validation perplexity {math.exp(mean_loss(lm.cpu(), batches)):.1f}")
 
@@ -792,8 +641,8 @@ print(f"pretrained model: validation perplexity {math.exp(mean_loss(lm.cpu(), ba
 #   warms up linearly, then follows a cosine down to a tenth of its peak.
 # - The pretraining run of the book is cached by `artifacts.pretrained_lm`: its validation
 #   loss and perplexity, against the unigram baseline, and its samples are printed above.
-# - Packing the stream into full windows wastes no compute on `<pad>`: the course's padded
-#   sentences needed more steps, and more time, for the same real tokens (table of section 7).
+# - Packed windows spend no compute on `<pad>`, while a padded step costs as much as a packed
+#   one; the deep dive 05a measures what that is worth, over several seeds.
 # - Checkpoints keep the last few plus the best, survive crashes, resume a run exactly, and
 #   refuse a mismatched vocabulary or model with a clear message.
 #

@@ -44,6 +44,7 @@ from course_utils import config, plots, timing
 plots.setup()                # CJK font for Chinese labels
 profile = config.get_profile()
 print(config.summary(profile))
+print(timing.machine_line())   # the training runs below report tokens/s
 config.seed_everything(0)
 
 # %% [markdown]
@@ -258,17 +259,18 @@ os.environ["DEMO_EVAL"] = str(demo_steps // 2)
 runs = config.cache_dir() / "ch06_runs"   # git-ignored; emptied at every run of the notebook
 shutil.rmtree(runs, ignore_errors=True)
 runs.mkdir(parents=True)
-os.environ["RUNS"] = str(runs)
-print(f"profile {profile.name}: {demo_steps} steps per demonstration run; outputs in {runs}")
+os.environ["RUNS"] = str(runs)   # the shell cells below run in this folder
+print(f"profile {profile.name}: {demo_steps} steps per demonstration run; outputs in "
+      f"<cache>/{runs.relative_to(config.cache_dir())}")
 
 # %% [markdown]
 # Two processes on this machine (`--standalone` means: one machine, pick a free port for the
 # rendezvous yourself). Every line is printed by one rank and says which.
 
 # %% language="bash"
+# cd "$RUNS"
 # torchrun --standalone --nproc_per_node=2 -m course_utils.ddp --profile $COURSE_PROFILE \
-#     --steps $DEMO_STEPS --eval-interval $DEMO_EVAL --eval-iters 4 --out $RUNS/demo
-# python -c "from course_utils import timing; print(timing.machine_line())"  # beside the tokens/s
+#     --steps $DEMO_STEPS --eval-interval $DEMO_EVAL --eval-iters 4 --out demo
 
 # %% [markdown]
 # Both ranks report in, each with half of the windows of every step; only rank 0 logs the
@@ -287,6 +289,28 @@ assert not any(k.startswith("module.") for k in ckpt["model"])
 assert json.loads((runs / "demo" / "summary.json").read_text())["replica_spread"] == 0  # see above
 
 # %% [markdown]
+# Inside the wrapper, though, every parameter's *name* gains a `module.` prefix, which matters
+# to any code that picks parameters by name (to freeze some of them, say). A process group of
+# one process is enough to see it:
+
+# %%
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # a group of one
+wrapper = DistributedDataParallel(reloaded)
+bare_names = [n for n, _ in reloaded.named_parameters()]
+wrapped_names = [n for n, _ in wrapper.named_parameters()]
+last = f"blocks.{len(reloaded.blocks) - 1}."      # the last block, as a name prefix
+print("bare:", bare_names[-3], "| wrapped:", wrapped_names[-3])
+print(f"names starting with {last!r}: {sum(n.startswith(last) for n in bare_names)} bare, "
+      f"{sum(n.startswith(last) for n in wrapped_names)} wrapped")
+same_tensors = {id(p) for p in wrapper.parameters()} == {id(p) for p in reloaded.parameters()}
+print("the wrapper holds the very same parameter tensors:", same_tensors)
+assert same_tensors and wrapper.module.blocks[-1] is reloaded.blocks[-1]
+dist.destroy_process_group()
+
+# %% [markdown]
 # ## 4. Does DDP really equal one big batch? An experiment
 #
 # The algebra of section 1 says: two ranks with $B/2$ windows each must follow the same
@@ -301,9 +325,9 @@ os.environ.update(EQ_STEPS=str(K), EQ_BATCH=str(B))
 print(f"K = {K} steps, global batch B = {B} windows")
 
 # %% language="bash"
+# cd "$RUNS"
 # torchrun --standalone --nproc_per_node=2 -m course_utils.ddp --profile $COURSE_PROFILE \
-#     --steps $EQ_STEPS --batch-size $EQ_BATCH --eval-iters 2 --save-params $RUNS/ddp_params.pt
-# python -c "from course_utils import timing; print(timing.machine_line())"  # beside the tokens/s
+#     --steps $EQ_STEPS --batch-size $EQ_BATCH --eval-iters 2 --save-params ddp_params.pt
 
 # %%
 from course_utils.train import train
@@ -320,14 +344,14 @@ moved = max((one[k] - start[k]).abs().max().item() for k in one)
 print(f"after {K} steps: max |1 process (B={B}) - 2 ranks (B/2 each)| = {max_diff:.2e}")
 print(f"for scale: training moved some weight by {moved:.2e} from its initial value")
 assert max_diff < 1e-4 and moved > 1e-3
-if profile.name != "ci":  # what the next paragraph says
-    assert moved > 100 * max_diff
+config.claim(f"training moved the weights more than 100 times further ({moved:.1e}) than the "
+             f"two runs differ ({max_diff:.1e})", moved > 100 * max_diff)
 
 # %% [markdown]
 # The two runs agree to about float32 rounding, compounded over $K$ AdamW steps (Adam divides
 # by $\sqrt{v}$, so a rounding difference in a tiny gradient can become a slightly larger one
-# in an update), while training moved the weights by orders of magnitude more (both printed
-# above). Two caveats for your own experiments: with dropout, each rank draws its own masks,
+# in an update), while training moved the weights more than a hundred times further (the
+# claim above). Two caveats for your own experiments: with dropout, each rank draws its own masks,
 # so the trajectories are equally good but no longer identical (the `cpu` profile uses no
 # dropout); and with unequal token counts per rank, DDP's plain average is not the global
 # mean.
@@ -342,18 +366,18 @@ if profile.name != "ci":  # what the next paragraph says
 # background and we wait for both.
 
 # %% language="bash"
+# cd "$RUNS"
 # PORT=$(python -c "from course_utils.ddp import free_port; print(free_port())")
 # COMMON="--nnodes=2 --nproc_per_node=1 --master_addr=127.0.0.1 --master_port=$PORT"
 # ARGS="--profile $COURSE_PROFILE --steps $DEMO_STEPS --eval-interval $DEMO_STEPS --eval-iters 2"
-# torchrun $COMMON --node_rank=0 -m course_utils.ddp $ARGS > $RUNS/node0.log 2>&1 &
+# torchrun $COMMON --node_rank=0 -m course_utils.ddp $ARGS > node0.log 2>&1 &
 # NODE0=$!
-# torchrun $COMMON --node_rank=1 -m course_utils.ddp $ARGS > $RUNS/node1.log 2>&1 &
+# torchrun $COMMON --node_rank=1 -m course_utils.ddp $ARGS > node1.log 2>&1 &
 # NODE1=$!
 # wait $NODE0; STATUS0=$?
 # wait $NODE1; STATUS1=$?
-# echo "== node 0 (exit $STATUS0) =="; cat $RUNS/node0.log
-# echo "== node 1 (exit $STATUS1) =="; cat $RUNS/node1.log
-# python -c "from course_utils import timing; print(timing.machine_line())"  # beside the tokens/s
+# echo "== node 0 (exit $STATUS0) =="; cat node0.log
+# echo "== node 1 (exit $STATUS1) =="; cat node1.log
 # exit $((STATUS0 + STATUS1))
 
 # %% [markdown]
@@ -403,74 +427,89 @@ if profile.name != "ci":  # what the next paragraph says
 #
 # Same model, same global batch, same number of steps, three ways: one process with one
 # thread, one process with two threads, and two ranks with one thread each. Each run reports
-# the tokens per second of its training loop (rank 0 measures for the job). Timings on a
-# shared machine are noisy, so each setup runs twice, interleaved, and we keep its better
-# run; the load average is printed beside every run and the machine line (CPU, cores,
-# threads, load) at the end, because other programs running at the same time change the
-# numbers.
+# the tokens per second of its training loop (rank 0 measures for the job; starting the
+# processes is not counted). On a machine shared with other programs the same setup runs at
+# different speeds from one run to the next, so one run of each proves nothing. We run
+# several **rounds**, interleaved with `timing.time_interleaved` (every round runs each setup
+# once, in alternating order, so a slow patch of the machine hits all three), and compare
+# the setups *within* each round: two ranks against the faster single process of the same
+# round. We call it a speed-up only if every round says so.
 
 # %%
 import subprocess
 
+import numpy as np
+from tqdm.auto import tqdm
+
 speed_steps = {"ci": 6, "cpu": 15, "gpu": 200}[profile.name]
-setups = [("1 process, 1 thread", 1, 1), ("1 process, 2 threads", 1, 2), ("2 ranks, 1 thread each", 2, 1)]
-measured = {label: [] for label, _, _ in setups}  # tokens/s of each round
-for round_ in range(2):
-    for label, nproc, threads in setups:
-        out = runs / f"speed_{nproc}x{threads}_{round_}"
+rounds = {"ci": 2, "cpu": 5, "gpu": 3}[profile.name]
+setups = {"1 process, 1 thread": (1, 1), "1 process, 2 threads": (1, 2), "2 ranks, 1 thread each": (2, 1)}
+measured = {label: [] for label in setups}  # tokens/s of each round, in round order
+
+
+def launch(label):
+    nproc, threads = setups[label]
+
+    def run():
+        out = f"speed_{nproc}x{threads}_{len(measured[label])}"
         cmd = ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", "course_utils.ddp",
-               "--profile", profile.name, "--steps", str(speed_steps), "--eval-iters", "1",
-               "--out", str(out)]
-        proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+               "--profile", profile.name, "--steps", str(speed_steps), "--eval-iters", "1", "--out", out]
+        proc = subprocess.run(cmd, cwd=runs, env={**os.environ, "OMP_NUM_THREADS": str(threads)},
                               capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        tokens_per_s = json.loads((out / "summary.json").read_text())["tokens_per_s"]
-        measured[label].append(tokens_per_s)
-        load = timing.load_average()
-        print(f"round {round_ + 1}: {label:24s} {tokens_per_s:>9,.0f} tokens/s  (load average "
-              f"{'n/a' if load is None else f'{load[0]:.1f}'} on {os.cpu_count()} CPUs)")
-print(timing.machine_line())
-speeds = {label: max(v) for label, v in measured.items()}  # the better round of each setup
-spread = max(max(v) / min(v) - 1 for v in measured.values())  # how steady the machine was
+        measured[label].append(json.loads((runs / out / "summary.json").read_text())["tokens_per_s"])
+    return run
+
+
+with tqdm(total=rounds * len(setups), desc="training runs") as bar:
+    timing.time_interleaved({label: launch(label) for label in setups}, rounds, warmup=0,
+                            on_round=bar.update)
+for label, values in measured.items():
+    print(f"{label:24s}" + "".join(f"{v:>9,.0f}" for v in values) + "  tokens/s, round by round")
+one, two_threads, two_ranks = (np.array(v) for v in measured.values())
+ratio_ranks, ratio_threads = two_ranks / np.maximum(one, two_threads), two_threads / one
+unsteady = max(v.max() / v.min() - 1 for v in (one, two_threads, two_ranks))
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 2.8))
-ax.barh(list(speeds), list(speeds.values()), color=["#9bbbe0", "#3b78b8", "#c77a1a"])
-for i, v in enumerate(speeds.values()):
-    ax.text(v, i, f" {v:,.0f}", va="center", fontsize=9)
+colors = ["#9bbbe0", "#3b78b8", "#c77a1a"]
+ax.barh(list(measured), [np.median(v) for v in measured.values()], color=colors, alpha=0.6)
+for i, values in enumerate(measured.values()):
+    ax.plot(values, [i] * len(values), "k|", ms=14)
+    ax.text(max(values) * 1.02, i, f"median {np.median(values):,.0f}", va="center", fontsize=9)
+ax.set_xlim(0, 1.3 * max(max(v) for v in measured.values()))
 ax.invert_yaxis()
-ax.set_xlabel("training throughput, better of two runs (tokens / s, higher is better)")
+ax.set_xlabel(f"training throughput (tokens / s): bars the median of {rounds} rounds, ticks each round")
 ax.set_title(f"profile {profile.name}: {speed_steps} steps, global batch {profile.batch_size}")
 plt.show()
-one, two_threads, two_ranks = speeds.values()
-ratio_ranks, ratio_threads = two_ranks / max(one, two_threads), two_threads / one
-print(f"2 ranks vs the faster single process on the same cores: x{ratio_ranks:.2f}; "
-      f"1 process with 2 threads vs 1 thread: x{ratio_threads:.2f}")
-verdict = ("a speed-up" if ratio_ranks > 1.1 else "a slow-down" if ratio_ranks < 0.9
-           else "no clear speed-up")
-print(f"in this measurement a second rank brought {verdict} over the best single process; "
-      f"the two rounds of a setup differed by up to {spread:.0%}"
-      + (": the machine was not steady, read the ratios with care" if spread > 0.2 else ""))
-if two_threads < one:
-    print("two threads were slower than one: a multi-threaded matrix product is as slow as its "
-          "slowest thread, so any other program busy on a core (see the load average) stalls it")
-if profile.name != "ci":  # the next paragraph: two threads fall short of twice one thread
-    assert ratio_threads < 2
+verdict = ("faster in every round: a speed-up" if ratio_ranks.min() > 1 else
+           "slower in every round: a slow-down" if ratio_ranks.max() < 1 else
+           "faster in some rounds and slower in others: no speed-up this measurement supports")
+print(f"2 ranks / the faster single process of the round: median x{np.median(ratio_ranks):.2f} "
+      f"(rounds x{ratio_ranks.min():.2f} to x{ratio_ranks.max():.2f}); {verdict}")
+print(f"1 process, 2 threads / 1 thread: median x{np.median(ratio_threads):.2f} "
+      f"(rounds x{ratio_threads.min():.2f} to x{ratio_threads.max():.2f})")
+load = timing.load_average()
+print(f"the same setup varied by up to {unsteady:.0%} from round to round; load average now "
+      f"{'n/a' if load is None else f'{load[0]:.1f}'} on {os.cpu_count()} cores")
+config.claim(f"two threads ran short of twice one thread in every round (at most "
+             f"x{ratio_threads.max():.2f})", ratio_threads.max() < 2)
 
 # %% [markdown]
-# Read the ratios together with the machine line printed beside them. Two ranks can only be
-# faster than one process if the single process leaves hardware idle. One process with two
-# threads uses the second core only inside operations large enough to be split (the matrix
-# products, big element-wise operations); Python and the many small operations of each step
-# run on one core, so the two-thread run falls short of twice the one-thread run. Two
-# single-threaded ranks each run the whole step on their own core, on half of the batch, and
-# pay for it with an all-reduce of every gradient, a second copy of the model and optimizer,
-# and their own Python overhead. Which side wins depends on the machine and on what else
-# runs on it; the verdict printed above is this measurement's answer, and the difference
-# between the two rounds of a setup says how steady the machine was. On a busy machine (a
-# load average above the number of cores) every number moves from run to run, and
-# multi-threaded runs suffer most, because one descheduled thread stalls the whole matrix
-# product: a ratio measured there says more about the neighbours than about DDP.
+# Two ranks can only beat one process if the single process leaves hardware idle. One
+# process with two threads uses the second core only inside operations large enough to be
+# split (the matrix products, big element-wise operations); Python and the many small
+# operations of each step run on one core, which is why two threads fall short of twice one
+# thread (the claim above). Two single-threaded ranks each run the whole step on their own
+# core, on half of the batch, and pay for it with an all-reduce of every gradient, a second
+# copy of the model and optimizer, and their own Python overhead. Which side wins depends on
+# the machine and on what else runs on it, and the margin is small enough that a shared
+# machine's noise can hide it: so the verdict line above says "a speed-up" (or "a
+# slow-down") only when every round agrees, and otherwise that no speed-up is supported; it
+# compares unrounded ratios, so a round printed as x1.00 may count on either side. On a busy
+# machine (a load average above the number of cores) multi-threaded runs suffer most,
+# because one descheduled thread stalls the whole matrix product: a ratio measured there says
+# more about the neighbours than about DDP.
 #
 # DDP pays off when each rank has its own accelerator: on $W$ GPUs each rank computes on
 # $B/W$ windows while the gradient buckets of later layers are all-reduced during the backward
@@ -490,9 +529,15 @@ if profile.name != "ci":  # the next paragraph: two threads fall short of twice 
 # >   registered with DDP, their gradients are never averaged, and the replicas drift apart.
 # >   Build the complete module first, then wrap it; reach the module through `ddp.module`
 # >   (exercise 06.3), never the other way round.
-# > - **Hard-coded parameter names.** Freezing by `"layers.5" in name` silently freezes nothing
-# >   once the model is wrapped (`module.layers.5`), compiled (`_orig_mod.`) or resized. Select
-# >   parameters from the module's structure (`model.blocks[-1].parameters()`), as chapter 10 does.
+# > - **Hard-coded parameter names.** The source material froze layers by testing each
+# >   parameter's name against `"layers.5"`. Names are a fragile key: the DDP wrapper prefixes
+# >   them with `module.` (`torch.compile` with `_orig_mod.`), so an exact or prefix match
+# >   written for the bare model (`name.startswith("layers.5.")`) matches nothing under the
+# >   wrapper and nothing gets frozen (section 3 counted the matches); a substring test
+# >   survives the prefix but matches too much (`"layers.5"` is also in `layers.50.`), and a
+# >   renamed or resized model breaks either kind without an error. Select the parameters
+# >   from the module's objects instead (`model.blocks[-1].parameters()`, on the unwrapped
+# >   model), as chapter 10 does: the wrapper holds the very same tensors.
 # > - **Saving on every rank.** $W$ ranks writing the same checkpoint file at once can corrupt
 # >   it; only rank 0 saves (the loop does this), and it saves `module.state_dict()`, without the
 # >   `module.` prefix, so single-process code can load it.
@@ -596,9 +641,9 @@ _ = ch06.check_unwrap(unwrap)
 #   timeout, barrier, DDP wrapper, **the same `train` loop as chapter 05**, rank-0 logging and
 #   checkpoints, and a clean shutdown. It runs on one machine (`--standalone`) or several
 #   (`--nnodes`, `--node_rank`, `--master_addr`), as the simulated two-node run showed.
-# - On a CPU, what a second rank brings depends on idle cores and on the load (section 7 prints
-#   what it brought on this machine, beside the machine's description); DDP pays off when
-#   each rank has its own device.
+# - On a CPU, what a second rank brings depends on idle cores and on the load: section 7
+#   measured it in interleaved rounds and calls it a speed-up only when every round agrees.
+#   DDP pays off when each rank has its own device.
 #
 # Chapter 07 attacks speed and memory from the other side: fewer bits per number, with mixed
 # precision. Its `precision` setting is the same one `python -m course_utils.ddp --precision`

@@ -25,8 +25,8 @@
 # float32, run the matrix products in 16 bits inside `torch.autocast`, and, for float16 only,
 # scale the loss so that gradients stay representable. This chapter looks at the formats
 # bit by bit, makes an underflow happen and prevents it, shows which operations autocast
-# really runs in 16 bits, trains the GPT in bfloat16 next to float32, and measures what it
-# buys on the hardware at hand.
+# really runs in 16 bits, and trains the GPT in bfloat16 next to float32 from several seeds;
+# a deep dive measures what it buys in speed and memory on the hardware at hand.
 #
 # **Learning goals**
 #
@@ -34,8 +34,8 @@
 # - see small gradients underflow in fp16 and rescue them with loss scaling; explain what a
 #   `GradScaler` does at each step;
 # - know which operations `torch.autocast` runs in 16 bits and which it keeps in fp32;
-# - train with `precision="bf16"` and compare the loss curve with fp32;
-# - measure speed and memory honestly, and explain a disappointing result.
+# - train with `precision="bf16"` and compare it with fp32 over several seeds;
+# - know when bf16 saves time and memory, and why it can be slower on a CPU.
 
 # %%
 from course_utils import config, plots, timing
@@ -43,6 +43,7 @@ from course_utils import config, plots, timing
 plots.setup()                # CJK font for Chinese labels
 profile = config.get_profile()
 print(config.summary(profile))
+print(timing.machine_line())   # section 5 reports tokens/s; the bf16 flags decide its speed
 config.seed_everything(0)
 
 # %% [markdown]
@@ -52,11 +53,11 @@ config.seed_everything(0)
 # exponent of $E$ bits (which sets the **range**) and a mantissa of $M$ bits (which sets the
 # **precision**, the spacing between neighbouring numbers, $\varepsilon = 2^{-M}$ relative).
 #
-# | format | sign | exponent $E$ | mantissa $M$ | bytes |
-# |---|---|---|---|---|
-# | fp32 (float32) | 1 | 8 | 23 | 4 |
-# | fp16 (float16, "half") | 1 | 5 | 10 | 2 |
-# | bf16 (bfloat16, "brain float") | 1 | 8 | 7 | 2 |
+# ![The bits of pi in fp32, bf16 and fp16: one sign bit, then 8, 8 and 5 exponent bits, then 23, 7 and 10 mantissa bits; fp32 stores 3.14159274, bf16 and fp16 both 3.140625](../book/images/number_formats.png)
+#
+# *π in fp32 (float32, 4 bytes), bf16 (bfloat16, "brain float", 2 bytes) and fp16 (float16,
+# "half", 2 bytes): the bits are torch's own, read back with `view(torch.int32)` or
+# `view(torch.int16)`, and the ranges come from `torch.finfo` (`book/images/make_number_formats.py`).*
 #
 # bf16 is fp32 with the last 16 mantissa bits cut off: the same range, but only $M + 1 = 8$
 # bits of precision (counting the implicit leading 1), about $\log_{10} 2^8 \approx 2.4$
@@ -156,8 +157,8 @@ subnormal = ((nonzero.abs() < fp16.tiny) & (nonzero.half() != 0)).float().mean()
 print(f"cast to fp16: {lost:.2%} of the non-zero gradients become 0, and {subnormal:.2%} land "
       f"among the subnormals (at most 10 significant bits instead of 11)")
 print(f"cast to bf16: {amp.underflow_fraction(grads, torch.bfloat16):.2%} become 0")
-if profile.name != "ci":  # the next paragraph: a large share subnormal, a thin tail lost
-    assert subnormal > 0.2 and 0 < lost < 0.01, (subnormal, lost)
+config.claim(f"over a fifth of the gradients land among fp16's subnormals ({subnormal:.1%}), and a "
+             f"thin tail, under 1%, becomes 0 ({lost:.2%})", subnormal > 0.2 and 0 < lost < 0.01)
 
 # %%
 import matplotlib.pyplot as plt
@@ -369,232 +370,114 @@ print(f"logits {short[logits.dtype]}, loss {short[loss16.dtype]}, parameters "
 assert grad_dtypes == {torch.float32}
 
 # %% [markdown]
-# Every `Linear` (the attention projections, the MLP and the tied output head) runs in bf16;
-# the embeddings and LayerNorms see the fp32 residual stream and stay fp32 (the residual
-# additions mix bf16 and fp32, so they promote to fp32); our model computes the loss from
-# `logits.float()`; the parameters and their gradients stay fp32, so the optimizer is
-# untouched. That is the "mixed" in mixed precision.
+# Every `Linear` (attention projections, MLP, the tied output head) runs in bf16; the
+# embeddings and LayerNorms see the fp32 residual stream (its additions mix bf16 and fp32,
+# so they promote to fp32) and stay fp32; our model computes the loss from `logits.float()`;
+# parameters and gradients stay fp32, so the optimizer is untouched: the "mixed" in AMP.
 #
-# ## 5. Training in bf16: the loss curves
+# ## 5. Training in bf16: the loss curves, over several seeds
 #
-# The same model, seed and batches, trained for the same number of steps with
-# `precision="fp32"` and `precision="bf16"` by the book's loop:
+# The same model trained with `precision="fp32"` and `precision="bf16"` by the book's loop,
+# for the first `steps` steps of chapter 05's schedule (warm-up, then the start of the
+# cosine): far enough to leave the unigram plateau. One pair of runs cannot say whether bf16
+# trains better or worse: any perturbation (another seed, batch order, even a thread count
+# that reorders fp32 sums) sends training down a different path. So we train each precision
+# from a few seeds (a seed fixes the initial weights and batch order of both precisions) and
+# measure each seed's gap in steps of fp32's own progress.
 
 # %%
 import time
+
+from tqdm.auto import tqdm
 
 from course_utils.evaluation import unigram_loss
 from course_utils.train import TrainConfig, train
 
 steps = {"ci": profile.max_steps, "cpu": 150, "gpu": 2000}[profile.name]
+seeds = {"ci": [0, 1], "cpu": [0, 1, 2], "gpu": [0, 1, 2]}[profile.name]
 unigram = unigram_loss(train_tokens, val_tokens, len(vocab))
 val_source = WindowBatches(val_tokens, profile.batch_size, profile.block_size, seed=1)
-results = {}
-for precision in ("fp32", "bf16"):
-    config.seed_everything(0)
-    net = GPT(GPTConfig(vocab_size=len(vocab), **profile.model_kwargs()))
-    cfg = TrainConfig.from_profile(profile, max_steps=steps, warmup_steps=max(1, steps // 10),
-                                   eval_interval=max(1, steps // 3), eval_iters=5,
-                                   log_interval=max(1, steps // 30), precision=precision,
-                                   fused_loss=False, fused_adamw=False, compiled=False)  # the plain step
-    t0 = time.perf_counter()
-    results[precision] = train(net, source, cfg, val_source=val_source)
-    results[precision].wall = time.perf_counter() - t0
+results, wall = {}, {}  # (precision, seed) -> the run, its seconds
+with tqdm(total=2 * len(seeds), desc="training runs") as bar:
+    for seed in seeds:
+        for precision in ("fp32", "bf16"):
+            config.seed_everything(seed)
+            net = GPT(GPTConfig(vocab_size=len(vocab), **profile.model_kwargs()))
+            cfg = TrainConfig.from_profile(  # chapter 05's schedule, stopped after `steps`
+                profile, eval_interval=max(1, steps // 3), eval_iters=10,
+                log_interval=max(1, steps // 30), precision=precision, progress=False,
+                fused_loss=False, fused_adamw=False, compiled=False)  # the plain step
+            batches = WindowBatches(train_tokens, profile.batch_size, profile.block_size, seed=seed)
+            t0 = time.perf_counter()
+            results[precision, seed] = train(net, batches, cfg, val_source=val_source, stop_at=steps)
+            wall[precision, seed] = time.perf_counter() - t0
+            bar.update()
+final = {key: res.history["val_loss"][-1] for key, res in results.items()}
+for (precision, seed), res in results.items():
+    print(f"seed {seed} {precision}: final validation loss {final[precision, seed]:.4f}, "
+          f"{res.history['tokens_per_s'][-1]:,.0f} tokens/s, {wall[precision, seed]:.1f} s")
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 3.6))
 for precision, color in (("fp32", "#3b78b8"), ("bf16", "#c77a1a")):
-    h = results[precision].history
-    ax.plot(h["step"], h["loss"], color=color, label=f"{precision} train (batch)")
-    ax.plot(h["eval_step"], h["val_loss"], "o--", color=color, label=f"{precision} validation")
+    for seed in seeds:
+        h, first = results[precision, seed].history, seed == seeds[0]
+        ax.plot(h["step"], h["loss"], color=color, lw=1, alpha=0.6,
+                label=f"{precision} train (batch), one line per seed" if first else None)
+        ax.plot(h["eval_step"], h["val_loss"], "o--", color=color, ms=4,
+                label=f"{precision} validation" if first else None)
 ax.axhline(unigram, color="#777", ls=":", label="unigram baseline (validation)")
 ax.set_xlabel("step")
 ax.set_ylabel("cross-entropy (nats / character)")
-ax.set_title(f"fp32 vs bf16 autocast, same seed and batches (profile {profile.name})")
-ax.legend()
+ax.set_title(f"fp32 vs bf16 autocast, {len(seeds)} seeds (profile {profile.name})")
+ax.legend(fontsize=8)
 plt.show()
-for precision, res in results.items():
-    final = res.history["val_loss"][-1]
-    print(f"{precision}: final validation loss {final:.4f} ({unigram - final:.4f} below the unigram "
-          f"baseline {unigram:.4f}), {res.history['tokens_per_s'][-1]:,.0f} tokens/s, {res.wall:.1f} s")
-h32, h16 = results["fp32"].history, results["bf16"].history
-gap = h16["val_loss"][-1] - h32["val_loss"][-1]
-print(f"bf16 - fp32: first logged batch loss {h16['loss'][0] - h32['loss'][0]:+.4f}, final validation "
-      f"loss {gap:+.4f} nats ({'bf16' if gap < 0 else 'fp32'} ended lower)")
-rate = (h32["val_loss"][0] - h32["val_loss"][-1]) / max(1, h32["eval_step"][-1] - h32["eval_step"][0])
-if rate > 0:
-    print(f"fp32's validation loss fell {rate:.4f} nats/step from step {h32['eval_step'][0]} to "
-          f"{h32['eval_step'][-1]}: the gap is about {abs(gap) / rate:.0f} steps of that progress")
-drift = max(abs(a - b) for a, b in zip(h16["loss"], h32["loss"], strict=True))
-print(f"largest difference between the two runs' logged batch losses: {drift:.4f} nats")
-if profile.name != "ci":  # the next paragraph: the same start, then different paths
-    assert abs(h16["loss"][0] - h32["loss"][0]) < 0.005 < drift and rate > 0
-
-# %% [markdown]
-# The two runs start from the same weights and batches, and their first logged losses differ
-# only in the rounding (the first difference printed above). Then they drift apart: bf16's
-# rounding in the matrix products changes every step a little, the differences compound, and
-# the two runs follow different paths (the largest difference between their logged batch
-# losses is printed last). The final gap deserves an honest reading, whichever run ended
-# lower, rather than "the curves agree" or "bf16 is worse":
-#
-# - **The runs are short.** Both models are still early in training, not far below the
-#   unigram baseline (predicting each character from its frequency alone), where the loss
-#   falls steeply. Measured in steps of fp32's progress (printed above), the gap says
-#   how far one run is ahead of the other, and being some steps ahead is enough for a
-#   gap of this size.
-# - **One run per precision cannot tell bf16 from chance.** Any perturbation (another seed,
-#   another batch order, even another thread count that reorders fp32 sums) sends training
-#   down a different path; the validation loss is also an estimate from only 5 batches. To
-#   know whether bf16 helped or hurt here, train a few seeds of each precision and compare
-#   the gap with the spread between seeds of the same precision.
-#
-# So this experiment shows that bf16 autocast trains this model without stalling or diverging,
-# not that it reaches the same loss to the second decimal. The usual experience with bf16
-# autocast over long runs at larger scale is that it learns as well as fp32, which is why it
-# is the default choice on hardware that supports it.
-#
-# ## 6. Speed and memory, measured here
-#
-# Fewer bits should mean less memory and more speed. **Memory first.** The activations autograd
-# saves for the backward pass dominate a training step's memory, and we can count their bytes
-# on any device with a saved-tensors hook:
 
 # %%
-def one_forward(precision):
-    def run():
-        with amp.autocast("cpu", precision):
-            model(x_batch, y_batch)
-    return run
-
-
-saved = {p: amp.saved_activation_bytes(one_forward(p)) for p in ("fp32", "bf16")}
-for p, n in saved.items():
-    print(f"{p}: {n / 2**20:6.1f} MiB of activations saved for backward "
-          f"(batch {profile.batch_size} x {profile.block_size} tokens)")
-print(f"bf16 / fp32 = {saved['bf16'] / saved['fp32']:.2f}")
-assert saved["bf16"] < saved["fp32"]
-if profile.name != "ci":  # the next paragraph: saved, but by less than one half
-    assert saved["bf16"] > saved["fp32"] / 2
-
-# %% [markdown]
-# Not one half: autocast saves the bf16 copies of the inputs of each matrix product, but the
-# LayerNorms, the residual stream and the loss (which our model computes from fp32 logits, a
-# $B \times T \times |V|$ tensor, large with 4.7k characters) stay fp32. On a GPU,
-# `torch.cuda.max_memory_allocated()` measures the same thing directly:
-
-# %%
-if torch.cuda.is_available():
-    gpu_net = GPT(GPTConfig(vocab_size=len(vocab), **profile.model_kwargs())).cuda()
-    xb, yb = x_batch.cuda(), y_batch.cuda()
-    for precision in ("fp32", "bf16", "fp16"):
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        with amp.autocast("cuda", precision):
-            _, gpu_loss = gpu_net(xb, yb)
-        gpu_loss.backward()
-        gpu_net.zero_grad(set_to_none=True)
-        print(f"{precision}: peak CUDA memory {torch.cuda.max_memory_allocated() / 2**20:.1f} MiB")
-else:
-    print("no CUDA device here: peak GPU memory is not measured")
+pairs = [(results["fp32", s].history, results["bf16", s].history) for s in seeds]
+start = max(abs(h16["loss"][0] - h32["loss"][0]) for h32, h16 in pairs)
+drift = max(max(abs(a - b) for a, b in zip(h16["loss"], h32["loss"], strict=True)) for h32, h16 in pairs)
+gaps = np.array([final["bf16", s] - final["fp32", s] for s in seeds])  # > 0: bf16 ended higher
+# fp32's progress over its last evaluation interval, in nats per step (mean over the seeds)
+rate = np.mean([(h32["val_loss"][-2] - h32["val_loss"][-1]) / (h32["eval_step"][-1] - h32["eval_step"][-2])
+                for h32, _ in pairs])
+spread = max(final["fp32", s] for s in seeds) - min(final["fp32", s] for s in seeds)
+print("bf16 - fp32, final validation loss, per seed: " + ", ".join(f"{g:+.4f}" for g in gaps)
+      + f"; in steps of fp32's progress at the end ({rate:.4f} nats/step): "
+      + ", ".join(f"{g / rate:+.1f}" for g in gaps))
+print(f"fp32's final loss over the {len(seeds)} seeds spans {spread:.4f} nats")
+config.claim(f"in every seed the two precisions start alike (first logged losses within "
+             f"{start:.4f}) and then drift apart (by up to {drift:.4f})", start < 0.005 < drift)
+config.claim(f"every run ends below the unigram baseline (the highest at {max(final.values()):.4f} "
+             f"< {unigram:.4f})", max(final.values()) < unigram)
+config.claim(f"in every seed bf16 ends within 5 steps of fp32's progress (at most "
+             f"{np.abs(gaps).max() / rate:.1f} steps)", rate > 0 and np.abs(gaps).max() < 5 * rate)
 
 # %% [markdown]
-# **Speed.** First the raw operation, a 1024 × 1024 matrix product, timed with
-# `torch.utils.benchmark` (which warms up and repeats). What the CPU offers matters, so we
-# print it too: `timing.machine_line()` gives the CPU model, cores, torch threads, the load
-# average (other programs competing for the cores) and the CPU flags that decide which
-# speed-ups exist (✓ present, ✗ absent); `timing.cpu_flags()` returns the flags as a dict.
-
-# %%
-from torch.utils import benchmark
-
-print(timing.machine_line())
-native = [flag for flag, present in timing.cpu_flags(("avx512_bf16", "amx_bf16")).items() if present]
-print(f"CPU vector capability seen by PyTorch: {torch.backends.cpu.get_cpu_capability()}; "
-      f"native bf16 instructions: {', '.join(native) or 'none (or not Linux)'}")
-matmul = {}
-for name in ("fp32", "bf16"):
-    a = torch.randn(1024, 1024, dtype=amp.DTYPES[name])
-    timer = benchmark.Timer("a @ a", globals={"a": a})
-    matmul[name] = timer.blocked_autorange(min_run_time=1.0).median
-    print(f"{name} 1024x1024 matmul: {matmul[name] * 1e3:6.2f} ms = "
-          f"{2 * 1024**3 / matmul[name] / 1e9:6.1f} GFLOP/s")
-
-# %% [markdown]
-# Then whole training steps of our GPT (forward, backward, AdamW) at the profile's batch size.
-# The two training runs of section 5 ran one after the other, so a change in the machine's load
-# between them would bias their throughputs; here the two precisions alternate, step by step,
-# and we compare median step times.
-
-# %%
-from statistics import median
-
-
-def make_step(precision):
-    config.seed_everything(0)
-    net = GPT(GPTConfig(vocab_size=len(vocab), **profile.model_kwargs()))
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-
-    def step():
-        with amp.autocast("cpu", precision):
-            _, step_loss = net(x_batch, y_batch)
-        step_loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    step()                                  # warm-up: first-call overheads
-    return step
-
-
-steps_fn = {p: make_step(p) for p in ("fp32", "bf16")}
-times = {p: [] for p in steps_fn}
-for _ in range({"ci": 2, "cpu": 6, "gpu": 20}[profile.name]):
-    for p, fn in steps_fn.items():
-        t0 = time.perf_counter()
-        fn()
-        times[p].append(time.perf_counter() - t0)
-step_time = {p: median(t) for p, t in times.items()}
-tokens = x_batch.numel()
-print(timing.machine_line())
-for p, t in step_time.items():
-    print(f"{p}: median training step {t * 1e3:7.1f} ms = {tokens / t:8,.0f} tokens/s "
-          f"(section 5's run: {results[p].history['tokens_per_s'][-1]:,.0f} tokens/s)")
-speedup = {"matmul": matmul["fp32"] / matmul["bf16"], "training step": step_time["fp32"] / step_time["bf16"]}
-print("bf16 speed-up over fp32 (above 1: bf16 is faster): "
-      + ", ".join(f"{k} x{v:.2f}" for k, v in speedup.items()))
-ratio = speedup["training step"]
-verdict = "faster than" if ratio > 1.1 else "slower than" if ratio < 0.9 else "at about the speed of"
-closer = abs(np.log(ratio)) < abs(np.log(speedup["matmul"]))
-print(f"here bf16 trains {verdict} fp32 (native bf16 instructions: {', '.join(native) or 'none'}); "
-      f"the step's ratio is {'closer to' if closer else 'further from'} 1 than the matmul's")
-
-# %% [markdown]
-# How to read these numbers, whatever they are on your machine:
+# Within a seed the two runs start from the same weights and batches, and their first
+# logged losses differ only in the rounding. Then they drift apart: bf16's rounding in the
+# matrix products changes every step a little, the differences compound, and the runs follow
+# different paths. They still end close: in every seed, bf16's final validation loss is
+# within five steps' worth of fp32's progress at the end (the last claim). Three seeds cannot
+# say which precision ends lower: even if bf16 made no difference at all, all three gaps
+# would fall on the same side one time in four, so gaps of one sign are weak evidence either
+# way. bf16 autocast trains this model as well as fp32 to within a few steps; a smaller
+# difference would take many more seeds, or longer runs, to resolve. At larger scale it is
+# usually found to learn as well as fp32, hence the default on hardware that supports it.
 #
-# - **On a CPU, bf16 pays only with native bf16 instructions.** Check before you switch: on
-#   Linux, the `flags` line of `/proc/cpuinfo` lists `avx512_bf16` (bf16 dot products in
-#   AVX-512: Intel Xeons since Cooper Lake, AMD since Zen 4) and `amx_bf16` (Intel's AMX matrix
-#   units, Xeons since Sapphire Rapids); `timing.cpu_flags()` reads them and
-#   `timing.machine_line()` shows them (✓/✗) beside every timing above. With `avx512_bf16`
-#   one instruction does twice as many bf16 multiply-adds as an fp32 one does, and the
-#   operands take half the bytes; AMX goes much further. There bf16 matrix products and, to a
-#   lesser degree, training steps are faster. Without them, bf16 is converted to fp32,
-#   multiplied in fp32 and converted back: the product gains nothing and pays for the
-#   conversions, so bf16 autocast is *slower* than fp32, on a small CPU possibly several
-#   times slower. On such a CPU, train in fp32 and use bf16 only to test code meant for a GPU.
-# - **A training step's ratio is usually closer to 1 than a matrix product's** (the last
-#   line above says whether it was here). Autocast casts every weight to bf16 at every forward pass, the LayerNorms,
-#   softmax and loss stay in fp32, and many operations of a model this small are too small to
-#   keep the vector units busy. The step-time ratio is the honest answer for this model on
-#   this machine; the load average in the machine line says how much other programs
-#   competed for the cores while it was measured.
-# - **On a recent GPU the picture changes**: tensor cores multiply fp16/bf16 matrices many
-#   times faster than fp32, and halving the bytes moved speeds up the memory-bound operations,
-#   so the `gpu` profile typically trains markedly faster with bf16 (Ampere or newer) or fp16
-#   plus a GradScaler (older cards).
-# - **Memory** savings are real everywhere, but smaller than a factor of two, as measured above.
+# **Speed and memory.** The tokens per second beside each run are only a rough guide: the
+# runs did not alternate, so a change in the machine's load can pass for one of precision.
+# bf16's speed depends on the CPU's native bf16 instructions, listed in the setup cell
+# (`avx512_bf16`, `amx_bf16`). Without them every bf16 product is converted to fp32 and back,
+# and bf16 is slower. With them bf16's matrix products are faster, but a whole step of this
+# small model gains much less, if anything: autocast casts every weight to bf16 at every
+# forward pass, and the LayerNorms, the loss and the optimizer stay fp32, which is also why
+# the activations saved for backward shrink by less than half. The deep dive [Going further:
+# speed and memory, measured](07a_amp_speed_and_memory.ipynb) counts those bytes and times a
+# matrix product and a training step side by side.
 
 # %% [markdown]
-# ## 7. Two mistakes in the source material
+# ## 6. Two mistakes in the source material
 #
 # The course's mixed-precision script chose the autocast context like this (in essence):
 #
@@ -655,9 +538,9 @@ for w in caught:
 # > - **Checkpoints**: save the scaler's state with the model and optimizer (our checkpoints do),
 # >   or a resumed fp16 run restarts its scale search.
 # > - **The source's mistakes**: `ptdtype` used before it is defined, and the deprecated
-# >   `torch.cuda.amp.*` where `torch.amp.*` is meant (section 7).
+# >   `torch.cuda.amp.*` where `torch.amp.*` is meant (section 6).
 # > - **Timing claims**: "AMP makes training 2-3x faster" is a GPU statement. Measure on your
-# >   hardware, as section 6 does, before you believe it.
+# >   hardware, as the deep dive 07a does, before you believe it.
 
 # %% [markdown]
 # ## Exercises
@@ -754,14 +637,12 @@ _ = ch07.check_update_scale(update_scale)
 # - `torch.autocast` runs matrix products in 16 bits and keeps weights, gradients, norms and the
 #   loss in fp32. `course_utils.amp.autocast(device, precision)` and `grad_scaler` are what
 #   the training loop uses; `TrainConfig(precision="bf16")` switches a run over.
-# - bf16 training followed the fp32 curve at first, then took its own path; the final
-#   validation losses differed by far more than rounding, by an amount section 5 printed and
-#   translated into steps of progress. One short run per precision cannot say whether bf16
-#   helped or hurt: compare several seeds before concluding either way.
-# - bf16's speed on a CPU depends on native bf16 instructions (`avx512_bf16`, `amx_bf16` in
-#   `timing.cpu_flags()`): with them it can be faster, without them it is slower than fp32.
-#   Section 6 measured it on this machine. The activation memory shrank, but by less than
-#   half: measure before you believe.
+# - bf16 training follows the fp32 curve at first, then takes its own path; in every seed it
+#   ended within a few steps' worth of fp32's progress (section 5): at this scale bf16 trains
+#   as well as fp32, as far as three seeds of a short run can tell.
+# - bf16's speed on a CPU depends on native bf16 instructions (`avx512_bf16`, `amx_bf16`): with
+#   them its matrix products are faster (a whole step of this small model gains much less),
+#   without them bf16 is slower than fp32. The deep dive 07a measures speed and memory here.
 #
 # From here the book turns from training the model to using it: sampling text from it (with a
 # KV cache that makes generation fast), and quantization, which stores the weights in even

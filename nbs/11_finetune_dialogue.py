@@ -19,13 +19,13 @@
 # This is where Task 1, the running example of the book, comes together. Our GPT, pretrained
 # on a month of People's Daily, continues any text in the style of a 1998 newspaper; chapter 10
 # trained a copy further on product reviews. Asked `你好`, neither answers: they go on as a
-# newspaper or a review would (or loop) and never stop.
-# To make it *answer*, we show it conversations in one fixed format: the turns joined by a
-# separator token, `<sep>`. After
+# newspaper or a review would (or loop) and never stop. To make it *answer*, we show it
+# conversations in one fixed format: the turns joined by a separator token, `<sep>`. After
 # fine-tuning, a prompt that ends with `<sep>` means "now reply", and a reply that ends with
 # `<sep>` means "done, your turn". We train only on what the model should say (the replies),
-# not on what the user says, and then talk to it: in a chat widget, in the terminal, and in
-# scripted conversations under the course's four sampling settings.
+# then talk to it, in a chat widget and in the terminal, and measure what this chatbot can and
+# cannot be: how much of a conversation it can keep in view, and how its loss falls with more
+# conversations to learn from.
 #
 # **Learning goals**
 #
@@ -33,9 +33,9 @@
 # - build training examples whose loss covers only the response tokens, and check the mask;
 # - choose the base model by its validation loss on the replies, then fine-tune it on
 #   conversations (split by conversation) and read the curves;
-# - compare samples before and after fine-tuning, and hold multi-turn conversations under
-#   greedy, temperature, top-k and top-p sampling;
-# - judge honestly what 467 tiny conversations can teach, and plug in a larger corpus.
+# - compare samples before and after fine-tuning, and choose how much history a chat keeps by
+#   measuring what it buys and what it costs the reply;
+# - measure how far 467 tiny conversations are from enough, and plug in a larger corpus.
 
 # %%
 from course_utils import config, plots
@@ -148,7 +148,7 @@ print("y      ", " ".join(f"{vocab.decode([i]) if i != PAD else '·':>5}" for i 
 print(f"{int((y != PAD).sum())} of {show} positions are learned: the reply and its <sep>")
 
 # %% [markdown]
-# `datasets.DialogueExamples(..., response_only=True)` builds every example this way; it
+# `batches.DialogueExamples(..., response_only=True)` builds every example this way; it
 # must agree with our inline version:
 
 # %%
@@ -174,12 +174,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
 
-longest = sorted(range(len(train_set)), key=lambda i: -train_set.examples[i][1])[:6]
-rows = longest + list(range(6))
-kind = np.zeros((len(rows), block_size))
-for r, i in enumerate(rows):
-    xi, yi = train_set[i]
-    kind[r] = np.where(yi != PAD, 2, np.where(xi != PAD, 1, 0))
+rows = sorted(range(len(train_set)), key=lambda i: -train_set.examples[i][1])[:6] + list(range(6))
+kind = np.stack([np.where(yi != PAD, 2, np.where(xi != PAD, 1, 0)) for xi, yi in map(train_set.__getitem__, rows)])
 fig, ax = plt.subplots(figsize=(9, 3.2))
 ax.imshow(kind, cmap=ListedColormap(["white", "lightgray", "tab:blue"]), aspect="auto",
           vmin=0, vmax=2)
@@ -192,11 +188,9 @@ plt.show()
 # ## 3. Which base model, and what it says before fine-tuning
 #
 # Two models could start the fine-tuning: the news GPT of chapter 05, and the copy chapter 10
-# adapted to product reviews (`artifacts.review_lm`; built here if chapter 10 has not run,
-# which takes a few minutes under `cpu`). People writing about their own experience might be
-# closer to conversation than a newspaper is, but that is a guess. The fair way to choose is
-# the number we will train on: the loss on the validation replies (the response-only loss),
-# measured before any fine-tuning.
+# adapted to product reviews (`artifacts.review_lm`; built here if chapter 10 has not run, a few
+# minutes under `cpu`). Reviews might be closer to conversation than news, but that is a guess;
+# the fair way to choose is the number we will train on, the loss on the validation replies.
 
 # %%
 from course_utils import sampling
@@ -209,15 +203,24 @@ base_loss = pd.Series({name: evaluate(m, val_batches, 1, next(m.parameters()).de
                        for name, (m, _, _) in bases.items()}, name="val loss on the replies")
 print(base_loss.round(3).to_string())
 base = artifacts.DIALOGUE_BASE           # the library's default base for the dialogue model
-print(f"lower: {base_loss.idxmin()} (reviews - news: {base_loss['reviews'] - base_loss['news']:+.3f} "
-      f"nats/char); the dialogue model starts from: {base}")
-if profile.name != "ci":  # the default was chosen by this measurement under cpu
-    assert base == base_loss.idxmin()
+print(f"reviews - news: {base_loss['reviews'] - base_loss['news']:+.3f} nats/char")
+config.claim(f"the library's default base, {base}, is the one with the lower loss on the validation "
+             f"replies", base == base_loss.idxmin())
 pretrained, vocab, pre_info = bases[base]
 loss_before = base_loss[base]
 
+# %% [markdown]
+# A reply needs a limit on its length, and the training replies set it: `REPLY_TOKENS` is the
+# room that nine in ten of them need, closing `<sep>` included (section 6 weighs this room
+# against the history it leaves). The history is cropped from the left so that the reply still
+# fits in the context, keeping at least half of it, as the chat below does.
+
+# %%
 PROMPTS = ["你好", "你是谁？", "什么是机器人", "你喜欢音乐吗？", "今天天气怎么样"]
-REPLY_TOKENS = min(40, block_size // 2)  # the longest reply we generate
+reply_lengths = np.array([len(ids) - n for ids, n in train_set.examples])   # each with its <sep>
+REPLY_TOKENS = int(np.percentile(reply_lengths, 90))
+print(f"training replies: median {np.median(reply_lengths):.0f} tokens; REPLY_TOKENS = {REPLY_TOKENS} "
+      f"fits {np.mean(reply_lengths <= REPLY_TOKENS):.0%} of them")
 
 
 def reply(model, history, max_new_tokens=REPLY_TOKENS, **settings):
@@ -233,8 +236,9 @@ def reply(model, history, max_new_tokens=REPLY_TOKENS, **settings):
 before = {p: reply(pretrained, [p], temperature=0) for p in PROMPTS}   # the chosen base
 for p, (text, stopped) in before.items():
     print(f"{p:8s} -> {text}{'' if stopped else ' …(no <sep>)'}")
-if profile.name != "ci":  # the next paragraph: rarely a <sep>
-    assert sum(stopped for _, stopped in before.values()) <= len(PROMPTS) // 2
+ended = sum(stopped for _, stopped in before.values())
+config.claim(f"before fine-tuning, {ended} of {len(PROMPTS)} greedy replies end with a <sep>",
+             ended <= len(PROMPTS) // 2)
 
 # %% [markdown]
 # Prose, and rarely a `<sep>`: the model has no idea that a turn is supposed to end.
@@ -244,20 +248,16 @@ if profile.name != "ci":  # the next paragraph: rarely a <sep>
 # The run is the book's training loop again, on the dialogue examples: batches of
 # `profile.batch_size` examples reshuffled every epoch, `profile.dialogue_steps` steps at peak
 # learning rate `profile.finetune_lr`, and an evaluation on the whole validation set a dozen
-# times. The corpus is tiny, so the model starts to memorise it within a few epochs and its
-# best step comes early: that is why this run has its own budget, shorter than chapter 10's
-# fine-tunings under `cpu` (both printed below). We keep the weights of the evaluation
-# with the lowest validation loss (early stopping). `artifacts.dialogue_lm`
-# does all of that and caches the result for the chat command and the later chapters; we pass
-# `force=True` so that the run, and the curves below, happen here.
+# times. The corpus is tiny and soon memorised, so this run has its own budget (under `cpu`,
+# shorter than chapter 10's fine-tunings: both printed below) and keeps the weights of the
+# evaluation with the lowest validation loss (early stopping). `artifacts.dialogue_lm` does all
+# that and caches the result for the chat and later chapters; `force=True` runs it here.
 
 # %%
 print(artifacts.dialogue_train_config(profile))
 print(f"{profile.dialogue_steps} steps (chapter 10's fine-tunings: {profile.finetune_steps}), "
       f"{profile.dialogue_steps * min(profile.batch_size, len(train_set)) / len(train_set):.1f} "
       f"epochs over {len(train_set)} examples")
-
-# %%
 model, vocab, info = artifacts.dialogue_lm(profile, force=True)
 assert info["train_examples"] == len(train_set) and info["val_examples"] == len(val_set)
 assert abs(info["val_loss_before"] - loss_before) < 1e-4
@@ -265,7 +265,7 @@ print(f"validation loss on the replies: {info['val_loss_before']:.3f} before, "
       f"{info['val_loss']:.3f} after (best at step {info['best_step']} of {info['steps']})")
 
 # %%
-h = info["history"]
+h = info["history"]                        # the run's curves
 fig, ax = plt.subplots(figsize=(8, 4))
 ax.plot(h["step"], h["loss"], color="tab:blue", alpha=0.35, label="training batch loss")
 ax.plot(h["eval_step"], h["train_loss"], "o-", color="tab:blue", label="training loss (evaluated)")
@@ -276,58 +276,99 @@ ax.set(title="Fine-tuning on dialogues (loss on reply tokens only)", xlabel="ste
        ylabel="cross-entropy (nats per character)")
 ax.legend(fontsize="small")
 plt.show()
-print(f"validation loss: {info['val_loss_before']:.3f} before, {min(h['val_loss']):.3f} at best, "
-      f"{h['val_loss'][-1]:.3f} at the last evaluation; training loss {h['train_loss'][-1]:.3f} there")
-if profile.name != "ci":  # the next paragraph: down, then back up; training loss far below
-    assert min(h["val_loss"]) < info["val_loss_before"] and h["val_loss"][-1] > min(h["val_loss"]) + 0.2
-    assert h["train_loss"][-1] < 0.25 * h["train_loss"][0] and info["best_step"] < info["steps"]
+config.claim(f"the validation loss fell from {info['val_loss_before']:.3f} to {min(h['val_loss']):.3f} at "
+             f"step {info['best_step']}, then rose to {h['val_loss'][-1]:.3f}, while the training loss "
+             f"fell from {h['train_loss'][0]:.3f} to {h['train_loss'][-1]:.3f}",
+             min(h["val_loss"]) < info["val_loss_before"] and h["val_loss"][-1] > min(h["val_loss"]) + 0.2
+             and h["train_loss"][-1] < 0.25 * h["train_loss"][0] and info["best_step"] < info["steps"])
 
 # %% [markdown]
-# The validation loss falls at first, then climbs back while the training loss heads toward
-# zero: after a few epochs the model has memorised the few hundred training replies, and
-# memorised answers to other questions do not help with unseen conversations (compare the
-# last evaluation with the best one, printed above). Early stopping keeps
-# the weights of the best evaluation, marked in green. Most of what those first steps teach
-# is the *format*: short turns, the words of conversation (我, 你, 吗) and the closing `<sep>`.
+# The validation loss falls at first, then climbs back while the training loss keeps falling
+# (the claim above): past its best evaluation the model memorises the training replies, which
+# does not help with unseen conversations. Early stopping keeps the best evaluation's weights
+# (green). Those first steps teach mostly the *format*: short turns closed by `<sep>`.
 #
-# ## 5. Before and after, on the same prompts
+# ## 5. Before and after
+#
+# The same prompts before and after, then the first turns of *validation* conversations, which
+# the model never saw, next to the reply the corpus gives:
 
 # %%
 training_replies = {t for d in train_dialogues for t in d[1:]}
-rows = []
+rows, ends = [], []                         # ends: did each fine-tuned reply end with <sep>?
 for p in PROMPTS:
     after, stopped = reply(model, [p], temperature=0)
+    ends.append(stopped)
     rows.append({"prompt": p, f"{base} base (greedy)": before[p][0][:30],
                  "fine-tuned (greedy)": after + ("" if stopped else " …"),
                  "copy of a training reply": after in training_replies})
 pd.set_option("display.max_colwidth", 60)
-print(pd.DataFrame(rows).to_string(index=False))
-
-# %% [markdown]
-# And on the first turns of the *validation* conversations, which the model never saw, next to
-# the reply the corpus gives:
-
-# %%
+print(pd.DataFrame(rows).to_string(index=False), "\n")
 rows = []
 for d in val_dialogues[:12]:
     after, stopped = reply(model, d[:1], temperature=0)
+    ends.append(stopped)
     rows.append({"prompt (unseen)": d[0][:16], "corpus reply": d[1][:20],
                  "fine-tuned (greedy)": after[:24] + ("" if stopped else " …"),
                  "copied": after in training_replies})
 val_table = pd.DataFrame(rows)
 print(val_table.to_string(index=False))
 print(f"replies copied verbatim from the training set: {val_table.copied.mean():.0%}")
+config.claim(f"after fine-tuning, {sum(ends)} of {len(ends)} greedy replies end with a <sep> within "
+             f"{REPLY_TOKENS} tokens (before: {ended} of {len(PROMPTS)})", sum(ends) >= 0.9 * len(ends))
 
 # %% [markdown]
-# ## 6. Talking to it
+# ## 6. Talking to it, and how much of the conversation it sees
 #
-# `course_utils.chat.Conversation` keeps the history of a chat in exactly the training
-# format, crops it from the left so that a reply still fits in the context, and generates
-# until `<sep>`. It also applies `to_fullwidth` to what you type.
+# `course_utils.chat.Conversation` keeps a chat's history in exactly the training format,
+# applies `to_fullwidth` to what you type, and generates until `<sep>`. The model reads at most
+# `block_size` tokens, and what the history takes, the reply cannot have: with room for a reply
+# of `max_new_tokens`, the history gets the rest, cropped from the left, but never less than
+# half the context (`Conversation.context_budget`; past that, a long reply makes `generate`
+# slide its window). How much history is worth keeping? We measure both sides: the loss on the
+# validation replies with each history cut to its last $h$ tokens, and the share of the training
+# replies (with their `<sep>`) that fit in the `block_size` $- h$ tokens left.
 
 # %%
+import copy
+
 from course_utils.chat import Conversation
 
+
+def with_history(dataset, h):
+    """A copy of `dataset` whose examples keep only the last `h` tokens of their history."""
+    cut = copy.copy(dataset)
+    cut.examples = [(ids[max(0, n - h):], min(n, h)) for ids, n in dataset.examples]
+    return cut
+
+
+device = next(model.parameters()).device
+kept = Conversation(model, vocab, max_new_tokens=REPLY_TOKENS).context_budget
+trade = pd.DataFrame({"history kept": sorted({1, 2, 4, 8, 16, 24, 32, 48, kept} & set(range(1, block_size)))})
+trade["val loss"] = [evaluate(model, DatasetBatches(with_history(val_set, h), len(val_set), shuffle=False),
+                              1, device) for h in trade["history kept"]]
+trade["replies that fit"] = [np.mean(reply_lengths <= block_size - h) for h in trade["history kept"]]
+full, longest = evaluate(model, val_batches, 1, device), max(n for _, n in val_set.examples)
+print(trade.round(3).to_string(index=False))
+print(f"whole histories: val loss {full:.3f}; the longest validation history has {longest} tokens; "
+      f"the chat keeps {kept} of {block_size}, leaving room for {REPLY_TOKENS}")
+at = dict(zip(trade["history kept"], trade["val loss"], strict=True))
+config.claim(f"the question helps: with only its closing <sep> the reply loss is {at[1]:.3f}, with the "
+             f"whole history {full:.3f}", at[1] > full)
+config.claim(f"keeping {kept} tokens loses nothing on the held-out conversations, whose histories are at "
+             f"most {longest} tokens (loss {at[kept]:.3f})", kept >= longest and abs(at[kept] - full) < 1e-4)
+
+# %% [markdown]
+# The question helps: cut to its closing `<sep>`, the history leaves a higher reply loss (the
+# first claim); once the whole history fits, nothing changes (the second). Nearly all held-out
+# conversations are one question and one answer (47 conversations, 49 replies), so this corpus
+# cannot show what a longer memory is worth. What history costs is certain: room for the reply
+# (the last column). So the chat keeps all that the reply budget leaves (`block_size` minus
+# `REPLY_TOKENS`), not half the context: still a short memory (the next cell prints what the
+# model reads). Multi-turn chat needs a longer context (the `gpu` profile's is 128) and
+# multi-turn data to learn from.
+
+# %%
 conv = Conversation(model, vocab, max_new_tokens=REPLY_TOKENS, temperature=0.8, top_p=0.95, seed=0)
 for message in ["你好", "你叫什么名字?", "你喜欢什么?"]:
     print(f"你> {message}\n机> {conv.say(message)}")
@@ -337,9 +378,8 @@ print(conv.history_text())
 # %% [markdown]
 # The chat widget below wraps the same `Conversation`: type a message and press Enter. It
 # needs a live kernel, so on the website its place shows the transcript of two messages sent
-# from code; the website has its own chat box further down, and the terminal has
-# `python -m course_utils.chat` (add `--profile cpu` or `--temperature 0` and so on; `--help`
-# lists the options).
+# from code; the website has its own chat box further down, and the terminal has `python -m
+# course_utils.chat` (`--help` lists its options).
 
 # %%
 from IPython.display import HTML, display
@@ -356,10 +396,9 @@ display(HTML(chat_box.transcript.value))
 # **On the book's website** this box talks to the dialogue model in your browser, with no
 # kernel and no server: the model is exported by `course_utils.export` (int8 weights) and run
 # by the same JavaScript as chapter 08's explorer ([the GPT in your browser](../book/browser.md)).
-# It keeps the history in the training format (every turn followed by `<sep>`, cropped from
-# the left), stops each reply at `<sep>`, samples at temperature 0.8 with top-p 0.95, and
-# *清空* clears it. Its random numbers are the browser's, so its replies are not the kernel's.
-# The file the site ships is checked against this chapter's model, greedy reply for reply:
+# It keeps the history as `Conversation` does, samples at temperature 0.8 with top-p 0.95 (with
+# the browser's random numbers, so its replies are not the kernel's), and *清空* clears it. The
+# file the site ships is checked against this chapter's model, greedy reply for reply:
 
 # %%
 from course_utils import export
@@ -368,6 +407,7 @@ site_file = config.REPO / "book" / "_static" / "models" / "dialogue.js"   # `mak
 web_model, _, web_meta = export.load_browser(site_file)
 print(f"{site_file.name}: {site_file.stat().st_size / 1e6:.2f} MB, {web_meta['precision']} "
       f"weights, exported from the {web_meta['profile']} model")
+assert REPLY_TOKENS == 27, "update data-max-new-tokens of the site's chat box below to REPLY_TOKENS"
 if web_meta["profile"] == profile.name:      # under another profile this chapter has another model
     ours = Conversation(model, vocab, max_new_tokens=REPLY_TOKENS, temperature=0)
     web = Conversation(web_model, vocab, max_new_tokens=REPLY_TOKENS, temperature=0)
@@ -376,7 +416,7 @@ if web_meta["profile"] == profile.name:      # under another profile this chapte
     print(f"{len(ours.turns) // 2} greedy replies: the same from the site's model as from ours ✓")
 
 # %% [markdown]
-# <div class="gpt-chat" data-model="dialogue" data-max-new-tokens="32" data-temperature="0.8" data-top-p="0.95" data-seed="1"><p><em>(In JupyterLab this box stays empty: use the chat widget above. On the book's website it is a live chat.)</em></p></div>
+# <div class="gpt-chat" data-model="dialogue" data-max-new-tokens="27" data-temperature="0.8" data-top-p="0.95" data-seed="1"><p><em>(In JupyterLab this box stays empty: use the chat widget above. On the book's website it is a live chat.)</em></p></div>
 # <script src="../_static/gpt.js"></script>
 # <script src="../_static/gpt-demo.js"></script>
 
@@ -397,103 +437,76 @@ print(out.stdout, f"(exit code {out.returncode})")
 assert out.returncode == 0
 
 # %% [markdown]
-# ## 7. Long conversations under four sampling settings
+# Long conversations (three scripted users saying ten things each, under greedy decoding,
+# temperature, top-k and top-p) are the subject of [Going further: long conversations under four
+# samplers](11a_long_conversations.ipynb): greedy decoding falls into loops there, and sampling
+# varies more, for better and worse.
 #
-# The course compared four ways of choosing the next character (chapter 08): greedy decoding,
-# temperature 0.8, top-k with $k = 4$, and top-p (nucleus) with $p = 0.95$. Below, three
-# scripted users each say ten things; under each setting the model replies to every one of
-# them, with its own earlier replies in its history. Every reply is generated here, now.
+# ## 8. How far 467 conversations are from enough
+#
+# 467 conversations, most of them one question and one answer, give a few hundred training
+# replies. How much would more help? We fine-tune the same base the same way
+# (`dialogue_train_config`, seed, validation set) on an eighth, a quarter and half of the
+# training conversations (nested random subsets); all of them is section 4's run. A smaller
+# corpus is memorised sooner, so these runs stop at a third of the schedule (`stop_at`; the
+# schedule is unchanged), and a claim checks that each had passed its best by then.
 
 # %%
-SETTINGS = {"greedy": dict(temperature=0.0, top_k=None, top_p=None),
-            "temperature 0.8": dict(temperature=0.8, top_k=None, top_p=None),
-            "top-k 4": dict(temperature=1.0, top_k=4, top_p=None),
-            "top-p 0.95": dict(temperature=1.0, top_k=None, top_p=0.95)}
-SCRIPTS = {
-    "small talk": ["你好", "你好吗？", "你叫什么名字？", "你是机器人吗？", "你几岁了？",
-                   "你喜欢什么？", "你喜欢音乐吗？", "给我讲个笑话", "你会死吗？", "再见"],
-    "about itself": ["什么是人工智能", "你是什么语言编写的", "你能在什么电脑上运行", "你有身体吗",
-                     "你会感到伤心吗", "你有朋友吗", "你的爱好是什么", "你会说谎吗", "你聪明吗",
-                     "谢谢你"],
-    "the world": ["今天天气怎么样", "你知道北京吗", "中国的首都是哪里？", "你看新闻吗",
-                  "经济发展得怎么样", "你喜欢什么运动", "你知道篮球吗", "什么是细菌学",
-                  "你有多少钱", "晚安"],
-}
+from tqdm.auto import tqdm
 
-transcripts = {}
-for title, script in SCRIPTS.items():
-    for name, settings in SETTINGS.items():
-        talk = Conversation(model, vocab, max_new_tokens=REPLY_TOKENS, seed=0, **settings)
-        transcripts[title, name] = [talk.say(message) for message in script]
-        assert len(talk) == 2 * len(script) >= 20  # ten user turns, ten replies
+from course_utils.train import train
 
-
-def show(title):
-    table = pd.DataFrame({"user": SCRIPTS[title],
-                          **{name: [r[:18] for r in transcripts[title, name]] for name in SETTINGS}})
-    print(f"— {title} —")
-    print(table.to_string(index=False))
-
-
-show("small talk")
+cfg = artifacts.dialogue_train_config(profile, progress=False)
+order = np.random.default_rng(0).permutation(len(train_dialogues))
+runs = []
+for share in tqdm((8, 4, 2), desc="smaller corpora"):
+    subset = [train_dialogues[i] for i in sorted(order[: len(train_dialogues) // share])]
+    examples = DialogueExamples(subset, vocab, block_size, response_only=True)
+    config.seed_everything(0)
+    batches = DatasetBatches(examples, min(profile.batch_size, len(examples)), seed=0)
+    runs.append((len(subset), train(copy.deepcopy(pretrained), batches, cfg, val_source=val_batches,
+                                    stop_at=profile.dialogue_steps // 3).history))
+runs.append((len(train_dialogues), info["history"]))                  # all of them: section 4
+wall = pd.DataFrame([{"conversations": n, "best val loss": min(r["val_loss"]),
+                      "best step": r["eval_step"][int(np.argmin(r["val_loss"]))],
+                      "last val loss": r["val_loss"][-1]} for n, r in runs])
+slope, intercept = np.polyfit(np.log2(wall.conversations), wall["best val loss"], 1)
+print(wall.round(3).to_string(index=False))
+config.claim("every run had passed its best evaluation before it stopped",
+             bool((wall["last val loss"] > wall["best val loss"]).all()))
+config.claim(f"more conversations, lower loss: the trend falls {-slope:.3f} nats per doubling, and all "
+             f"{len(train_dialogues)} give the lowest ({wall['best val loss'].iloc[-1]:.3f})",
+             slope < 0 and wall["best val loss"].idxmin() == len(wall) - 1)
 
 # %%
-show("about itself")
-
-# %%
-show("the world")
+far = 16 * len(train_dialogues)
+grid = np.geomspace(wall.conversations.min(), far, 50)
+fig, ax = plt.subplots(figsize=(8, 3.8))
+ax.plot(wall.conversations, wall["best val loss"], "o", ms=8, label="best validation loss of a run")
+ax.plot(grid, intercept + slope * np.log2(grid), "--", color="gray",
+        label=f"straight-line trend: {slope:+.3f} per doubling")
+ax.axhline(info["val_loss_before"], color="gray", ls=":", label="before fine-tuning")
+ax.set_xscale("log", base=2)
+ax.set(title="The data wall: reply loss against training conversations",
+       xlabel="training conversations (log scale)", ylabel="cross-entropy (nats per character)")
+ax.legend(fontsize="small")
+plt.show()
+news, replies = len(artifacts.news_tokens("train")), int(reply_lengths.sum())
+print(f"the trend at {far:,} conversations (16 times ours): {intercept + slope * np.log2(far):.3f}; "
+      f"the news corpus holds {news:,} tokens, the training replies {replies:,} (each with its <sep>)")
 
 # %% [markdown]
-# A few numbers per setting, over all thirty replies: how long the replies are, how many are
-# empty, how many are verbatim copies of a training reply, and how many distinct replies each
-# conversation has (ten means no repetition).
-
-# %%
-rows = []
-for name in SETTINGS:
-    replies = [r for title in SCRIPTS for r in transcripts[title, name]]
-    rows.append({"setting": name, "mean length": np.mean([len(r) for r in replies]),
-                 "empty": sum(not r for r in replies),
-                 "copied from training": np.mean([r in training_replies for r in replies]),
-                 "distinct per conversation": np.mean([len(set(transcripts[t, name])) for t in SCRIPTS])})
-stats = pd.DataFrame(rows).set_index("setting")
-print(stats.to_string(formatters={
-    "mean length": "{:.1f}".format, "copied from training": "{:.0%}".format,
-    "distinct per conversation": "{:.1f}".format}))
-greedy = [r for title in SCRIPTS for r in transcripts[title, "greedy"]]
-loop, loop_count = max(((r, greedy.count(r)) for r in set(greedy)), key=lambda rc: rc[1])
-print(f"greedy's most repeated reply: {loop!r}, {loop_count} times in {len(greedy)} replies")
-if profile.name != "ci":          # what the next paragraph says (the ci model is too small)
-    assert stats["distinct per conversation"].idxmin() == "greedy" and loop_count >= 3
-    assert (stats["copied from training"] < 0.5).all()
-
-# %% [markdown]
-# What the transcripts of this run show:
-#
-# - **Greedy decoding repeats itself.** Once a reply is in the history, the most likely next
-#   reply is often the same one again (the most repeated one is printed above): the model
-#   conditions on its own recent turns, and greedy decoding has no randomness to break the
-#   loop (fewest distinct replies per conversation above).
-# - **Sampling varies more**, for better and worse. Top-k with $k=4$ only ever picks among the
-#   four most likely characters. Top-p 0.95 at temperature 1 and temperature 0.8 without a
-#   filter both reach into the long tail of rare characters, which is where the strangest
-#   strings in the transcripts come from. The mean lengths differ by a few characters at
-#   most, and which setting writes the longest or the shortest replies changes from one set
-#   of random draws to another (30 replies per setting are too few to rank them).
-# - **Few replies answer the question**, and few are copies of a training reply. The model
-#   has learned the *shape* of a reply, not how to answer one.
-#
-# ## 8. An honest note, and a larger corpus
-#
-# 467 conversations, most of them a single question and answer, give a few hundred training
-# replies: a few thousand characters of "how to answer". A model of this size can learn the
-# *format* from that (reply briefly, end with `<sep>`) and memorise many answers, but it cannot
-# learn to follow a conversation: there is almost nothing multi-turn to learn from, and what
-# it knows about the world comes from one month of 1998 news and some product reviews. A
-# useful chatbot needs orders of magnitude more dialogue (and a larger model). The pipeline does not change: give
-# `data.load_dialogues` a UTF-8 file with one conversation per line, turns separated by a tab
-# or `<sep>`, and `artifacts.dialogue_lm(profile, dialogues=path)` fine-tunes on it (cached
-# separately, per file content). The format:
+# Every smaller share of the corpus left a higher best reply loss than all of it, and the trend
+# falls with more conversations (the second claim); every run had passed its best before it
+# stopped (the first), so more steps would not have helped: this fine-tuning is limited by its
+# data. The dashed line extrapolates four points from one seed; its value at 16 times our corpus
+# (printed above) is an optimistic bound, not a forecast, because a loss has a floor (the
+# entropy of the replies) that measured scaling laws approach as a power of the data, each
+# doubling buying less than the last. The news corpus is far larger still (printed above), yet
+# the pretrained model writes newspaper-like text, not sense (chapter 08): a useful chatbot
+# needs orders of magnitude more dialogue, and a larger model. Give `data.load_dialogues` a
+# UTF-8 file with one conversation per line, turns separated by a tab or `<sep>`, and
+# `artifacts.dialogue_lm(profile, dialogues=path)` fine-tunes on it:
 
 # %%
 import tempfile
@@ -515,24 +528,24 @@ print(f"{len(mine)} conversations -> {len(mine_set)} training examples (one per 
 # >   one. Check the mask (section 2): no target inside the history.
 # > - *Forgetting the closing `<sep>`.* If the reply is not followed by `<sep>` in training,
 # >   the model never learns to stop, and generation runs to `max_new_tokens`.
-# > - *Splitting by turn.* Turns of one conversation depend on each other; a split by turn
-# >   puts half a conversation in training and the other half in validation. Split by
-# >   conversation.
+# > - *Splitting by turn.* Turns of one conversation depend on each other; a split by turn puts
+# >   half a conversation in training and the other half in validation. Split by conversation.
 # > - *Training longer is not better here.* With a few hundred examples the training loss keeps
-# >   falling while the validation loss turns up: keep the best evaluation, not the last.
+# >   falling while the validation loss turns up: keep the best evaluation, not the last. More
+# >   data, not more steps, is what lowers it (section 8).
 # > - *The same format at inference.* The chat must send exactly what training showed: turns
 # >   followed by `<sep>`, normalised with `to_fullwidth`, cropped from the left to leave room
 # >   for the reply. A missing `<sep>` after the user's turn makes the model *continue* the
 # >   user's sentence instead of answering it.
 # > - *Reading samples.* A fluent reply may be a memorised training answer: compare with the
 # >   corpus before crediting the model with understanding.
-
-# %% [markdown]
+#
 # ## Exercises
 #
-# **Exercise 11.1.** Write `response_example(history_ids, reply_ids, block_size)` returning the
-# `(x, y)` tensors of one training example, exactly as `DialogueExamples(response_only=True)`
-# makes them (crop the history from the left; `<pad>` targets inside the history).
+# **Exercise 11.1 (response-only targets).** Write `response_example(history_ids, reply_ids,
+# block_size)` returning the `(x, y)` tensors of one training example, exactly as
+# `DialogueExamples(response_only=True)` makes them (crop the history from the left; `<pad>`
+# targets inside the history).
 
 # %%
 from course_utils.exercises import ch11
@@ -563,7 +576,7 @@ _ = ch11.check_response_example(response_example)
 
 
 # %% [markdown]
-# **Exercise 11.2.** Write `chat_context(turns, vocab, budget)`: the ids the model reads before
+# **Exercise 11.2 (the context a reply is generated from).** Write `chat_context(turns, vocab, budget)`: the ids the model reads before
 # replying, every turn followed by `<sep>`, keeping the last `budget` ids (as
 # `Conversation.context_ids` does).
 
@@ -587,7 +600,7 @@ _ = ch11.check_chat_context(chat_context)
 
 
 # %% [markdown]
-# **Exercise 11.3.** Write `cut_reply(new_ids, vocab)`: the text of a generated reply, i.e.
+# **Exercise 11.3 (cut a generated reply at <sep>).** Write `cut_reply(new_ids, vocab)`: the text of a generated reply, i.e.
 # the ids before the first `<sep>`, decoded without special tokens.
 
 # %%
@@ -609,10 +622,9 @@ _ = ch11.check_cut_reply(cut_reply)
 
 # %% [markdown]
 # **Exercise 11.4 (loss on whole conversations).** *Open project* (no checker: the answer is a
-# measurement). Fine-tune with `response_only=False` (the loss on whole conversations) and
-# compare the validation loss *on replies* and the replies themselves. Does the model start
-# answering questions with questions? A reference answer, on a tiny model, is the test
-# `test_open_project_11_4` in `tests/test_exercises_ch10_11.py`.
+# measurement). Fine-tune with `response_only=False` and compare the validation loss *on
+# replies* and the replies themselves. Does the model start answering questions with questions?
+# A reference answer, on a tiny model, is `test_open_project_11_4` in `tests/test_exercises_ch10_11.py`.
 #
 # **Exercise 11.5 (the other base).** *Open project.* Section 3 chose the base by its loss
 # *before* fine-tuning. Does the head start survive fine-tuning? Fine-tune from the other base,
@@ -622,15 +634,17 @@ _ = ch11.check_cut_reply(cut_reply)
 #
 # ## Summary
 #
-# - A conversation is one sequence: turns joined by `<sep>`, with a `<sep>` after the last.
-# - Training examples put the loss on the reply only: history targets are `<pad>`.
-# - The base model is chosen by a measurement: the loss on the validation replies, before
-#   fine-tuning (the review-adapted GPT of chapter 10 or the news GPT of chapter 05).
-# - `artifacts.dialogue_lm` fine-tunes that base on the dialogues, split by
-#   conversation, keeps the best validation checkpoint and caches it; `python -m
-#   course_utils.chat`, the chat widget and `Conversation` all talk to it.
-# - The model learns the format quickly (short turns that end with `<sep>`); from 467 tiny
-#   conversations it does not learn to answer: few replies are on topic. More dialogue data plugs in through `load_dialogues(path)`.
+# - A conversation is one sequence: turns joined by `<sep>`, with a `<sep>` after the last;
+#   training examples put the loss on the reply only (history targets are `<pad>`).
+# - The base model is chosen by a measurement, the loss on the validation replies before
+#   fine-tuning; `artifacts.dialogue_lm` fine-tunes it, split by conversation, keeps the best
+#   checkpoint and caches it for `python -m course_utils.chat`, the widget and `Conversation`.
+# - The chat keeps as much history as the reply's room (`REPLY_TOKENS`) leaves; the question
+#   lowers the reply loss, and what a longer memory is worth this corpus cannot show.
+# - The model learns the format (its replies end with `<sep>`), not how to answer. Every smaller
+#   share of the corpus gave a higher reply loss than all of it, and each run had passed its
+#   best before it stopped: the fine-tuning is limited by its data, not its steps; more dialogue
+#   plugs in through `load_dialogues(path)`.
 #
 # Chapter 12 puts a generator behind an HTTP service for many users at once. It serves the
 # pretrained model; `serve.make_app(model, vocab)` takes this chatbot just as well.

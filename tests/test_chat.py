@@ -69,6 +69,12 @@ def test_history_is_cropped_to_leave_room_for_a_reply(lm):
     assert conv.say("你好") is not None  # generation never exceeds the context
 
 
+def test_history_gets_all_the_room_a_reply_leaves_but_at_least_half(lm):
+    model, vocab = lm                                   # block_size 24
+    budgets = {n: chat.Conversation(model, vocab, max_new_tokens=n).context_budget for n in (1, 5, 12, 20, 60)}
+    assert budgets == {1: 23, 5: 19, 12: 12, 20: 12, 60: 12}
+
+
 def test_seeded_conversations_repeat(lm):
     model, vocab = lm
     a = chat.Conversation(model, vocab, max_new_tokens=10, seed=3, temperature=1.0)

@@ -1,5 +1,5 @@
-"""The exercise checkers of chapters 03-04: ✓ for a right answer, ✗ with a hint for a wrong
-one, "not attempted" for a stub, and never an exception."""
+"""The exercise checkers of chapters 03-04 and of 03a, chapter 03's deep dive: ✓ for a right
+answer, ✗ with a hint for a wrong one, "not attempted" for a stub, and never an exception."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils.exercises import ch03, ch04
+from course_utils.exercises import ch03, ch03a, ch04
 
 
 def _stub(*args, **kwargs):
@@ -72,7 +72,7 @@ RIGHT = [
     (ch03.check_masked_attention, (masked_attention,)),
     (ch03.check_cache_causal_mask, (cache_causal_mask,)),
     (ch03.check_split_merge_heads, (split_heads, merge_heads)),
-    (ch03.check_score_bytes, (score_bytes,)),
+    (ch03a.check_score_bytes, (score_bytes,)),
     (ch04.check_layer_norm, (layer_norm,)),
     (ch04.check_gpt_parameters, (gpt_parameters,)),
     (ch04.check_block_forward, (block_forward,)),
@@ -126,8 +126,8 @@ WRONG = [
      (lambda x, h: x.reshape(x.size(0), h, x.size(1), -1), merge_heads), "mixes positions"),
     (ch03.check_split_merge_heads,
      (split_heads, lambda x: x.reshape(x.size(0), x.size(2), -1)), "merge_heads(split_heads(x))"),
-    (ch03.check_score_bytes, (lambda B, H, T, dtype: B * H * T * 4,), "T enters squared"),
-    (ch03.check_score_bytes, (lambda B, H, T, dtype: B * H * T * T * 4,), "bytes each"),
+    (ch03a.check_score_bytes, (lambda B, H, T, dtype: B * H * T * 4,), "T enters squared"),
+    (ch03a.check_score_bytes, (lambda B, H, T, dtype: B * H * T * T * 4,), "bytes each"),
     (ch04.check_layer_norm,
      (lambda x, w, b, eps=1e-5: (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True) + eps) * w + b,),
      "unbiased"),

@@ -1,12 +1,12 @@
-"""The exercise checkers of chapters 10 and 11: ✓ for a right answer, ✗ for a typical wrong
-one, "not attempted" for a stub, and never an exception."""
+"""The exercise checkers of chapter 10, its deep dive 10a, and chapter 11: ✓ for a right
+answer, ✗ for a typical wrong one, "not attempted" for a stub, and never an exception."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from course_utils.exercises import ch10, ch11
+from course_utils.exercises import ch10, ch10a, ch11
 from course_utils.vocab import PAD, SEP
 
 
@@ -124,12 +124,12 @@ def cut_reply_keeping_all(ids, vocab):
 
 
 CASES = [
-    (ch10.check_last_token_pool, last_token_pool, last_position_pool),
+    (ch10a.check_last_token_pool, last_token_pool, last_position_pool),
     (ch10.check_last_block_count, last_block_count, last_block_count_no_ln_f),
     (ch10.check_lora_merge, lora_merge, lora_merge_no_scale),
     (ch10.check_lora_merge, lora_merge, lora_merge_in_place),
     (ch10.check_mcnemar_p, mcnemar_p, mcnemar_p_all_items),
-    (ch10.check_wilson, wilson, wald),
+    (ch10a.check_wilson, wilson, wald),
     (ch11.check_response_example, response_example, response_example_unmasked),
     (ch11.check_chat_context, chat_context, chat_context_from_the_start),
     (ch11.check_cut_reply, cut_reply, cut_reply_keeping_all),
@@ -179,7 +179,7 @@ def test_open_project_11_4(one_thread):
 
 
 def discriminative_groups(classifier, lr, decay=2.6):
-    """Exercise 10.6, a reference answer: ULMFiT's discriminative learning rates. The head gets
+    """Exercise 10.4, a reference answer: ULMFiT's discriminative learning rates. The head gets
     `lr`, the last block and final LayerNorm lr / decay, each block below one more factor of
     `decay`, the embeddings the smallest rate."""
     backbone = classifier.backbone
@@ -208,8 +208,8 @@ def test_open_project_11_5(one_thread, tmp_path, monkeypatch):
     assert abs(gap) < 2.0
 
 
-def test_open_project_10_6(one_thread):
-    """Exercise 10.6: every parameter in exactly one group, rates falling with depth, and a
+def test_open_project_10_4(one_thread):
+    """Exercise 10.4: every parameter in exactly one group, rates falling with depth, and a
     classifier trained with them learns a separable toy task."""
     from conftest import tiny_gpt
 

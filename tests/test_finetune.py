@@ -257,6 +257,47 @@ def test_predict_and_pooled_features_agree_with_the_head():
     assert pred.tolist() == model.head(feats).argmax(-1).tolist() and true.tolist() == [1, 0, 0, 1]
 
 
+@pytest.mark.parametrize(("n", "window", "stride", "starts"), [
+    (3, 4, 4, [0]), (4, 4, 2, [0]), (10, 4, 4, [0, 4, 6]), (10, 4, 2, [0, 2, 4, 6]), (9, 4, 3, [0, 3, 5])])
+def test_window_starts_cover_the_text_with_full_windows(n, window, stride, starts):
+    assert finetune.window_starts(n, window, stride) == starts
+    read = {s + k for s in starts for k in range(window) if s + k < n}
+    assert read == set(range(n))                                  # every token is read
+    assert all(s + window <= max(n, window) for s in starts)      # no window runs past the end
+
+
+def test_predict_windows_averages_the_windows_and_leaves_short_texts_alone():
+    vocab = Vocab.build("好差很一般不错的书评")
+    clf = finetune.GPTClassifier(tiny_gpt(vocab_size=len(vocab)), 2, dropout=0.0).eval()
+    with torch.no_grad():                               # a non-zero head, so that windows differ
+        clf.head.weight.normal_()
+    texts = ["很好", "很差的书很一般不错的书评好", "一般不错"]
+    for average in ("logits", "probs"):
+        pred, scores = finetune.predict_windows(clf, texts, vocab, window=6, stride=3, average=average)
+        assert scores.shape == (3, 2) and pred.tolist() == scores.argmax(-1).tolist()
+        ids = vocab.encode(texts[1])                               # 13 tokens: windows at 0, 3, 6, 7
+        by_hand = []
+        for s in (0, 3, 6, 7):
+            x = torch.full((1, 6), PAD)
+            x[0, : len(ids[s: s + 6])] = torch.tensor(ids[s: s + 6])
+            logits = clf(x)[0][0]
+            by_hand.append(logits if average == "logits" else logits.softmax(-1))
+        torch.testing.assert_close(scores[1], torch.stack(by_hand).mean(0))
+    plain, _ = finetune.predict(clf, LabeledTexts(texts, [1, 0, 0], vocab, max_len=6))
+    one_window, logits = finetune.predict_windows(clf, texts, vocab, window=6)
+    assert one_window[[0, 2]].tolist() == plain[[0, 2]].tolist()  # at most `window` tokens: one window
+    with torch.no_grad():
+        torch.testing.assert_close(logits[0], clf(LabeledTexts(texts[:1], [1], vocab, 6)[0][0][None])[0][0])
+    with pytest.raises(ValueError, match="average"):
+        finetune.predict_windows(clf, texts, vocab, average="max")
+    with pytest.raises(ValueError, match="stride"):
+        finetune.predict_windows(clf, texts, vocab, window=4, stride=5)
+    with pytest.raises(ValueError, match="empty"):
+        finetune.predict_windows(clf, ["很好", ""], vocab)
+    with pytest.raises(ValueError, match="no texts"):
+        finetune.predict_windows(clf, [], vocab)
+
+
 def test_embed_is_normalised_and_centering_uses_the_mean():
     vocab = Vocab.build("今天天气很好我们去公园散步吧")
     model = tiny_gpt(vocab_size=len(vocab))

@@ -155,3 +155,45 @@ def test_checker_results_are_not_echoed(py: Path):
                     and node.value.func.attr.startswith("check_")):
                 echoed.append(ast.unparse(node)[:60])
     assert not echoed, f"{py.name}: assign checker calls to `_` (`_ = ch.check_x(...)`): {echoed}"
+
+
+# ---------------------------------------------------------------------------- a main path, deep dives
+
+MAIN_PATH_LINES, DEEP_DIVE_LINES = 650, 500
+
+
+def _is_deep_dive(py: Path) -> bool:
+    return not py.name.split("_")[0].isdigit()          # NNa_topic: a deep dive of chapter NN
+
+
+@pytest.mark.parametrize("py", SCRIPTS, ids=lambda p: p.name)
+def test_a_main_path_reads_in_one_sitting(py: Path):
+    lines = len(py.read_text(encoding="utf-8").splitlines())
+    limit = DEEP_DIVE_LINES if _is_deep_dive(py) else MAIN_PATH_LINES
+    assert lines <= limit, (f"{py.name} has {lines} lines (at most {limit}): move engineering to a "
+                            "Going further notebook")
+
+
+@pytest.mark.parametrize("py", SCRIPTS, ids=lambda p: p.name)
+def test_claims_read_as_prose_and_the_machine_is_printed_once(py: Path):
+    text = py.read_text(encoding="utf-8")
+    assert 'profile.name != "ci"' not in text, f"{py.name}: state claims with config.claim"
+    assert text.count("machine_line()") <= 1, f"{py.name}: print the machine line once, in the setup cell"
+
+
+@pytest.mark.parametrize("py", [p for p in SCRIPTS if not _is_deep_dive(p) and p.name[:2] != "00"],
+                         ids=lambda p: p.name)
+def test_every_chapter_has_a_diagram(py: Path):
+    figures = re.findall(r"!\[[^\]]+\]\(\.\./book/images/([a-z0-9_]+\.png)\)", py.read_text(encoding="utf-8"))
+    assert figures, f"{py.name} shows no diagram from book/images/"
+    for name in figures:
+        assert (ROOT / "book" / "images" / name).is_file(), f"{py.name}: book/images/{name} is missing"
+        assert (ROOT / "book" / "images" / f"make_{name[:-4]}.py").is_file(), f"{name} has no script"
+
+
+def test_every_deep_dive_follows_its_chapter():
+    chapters = {p.name.split("_")[0] for p in SCRIPTS if not _is_deep_dive(p)}
+    for py in filter(_is_deep_dive, SCRIPTS):
+        assert py.name[:2] in chapters, f"{py.name} is the deep dive of no chapter"
+        first = jupytext.read(py).cells[0].source.splitlines()[0]
+        assert first.startswith(f"# {py.name.split('_')[0]} · Going further"), f"{py.name}: title {first!r}"

@@ -19,20 +19,22 @@ BOXES = {
                 "02 · course_utils.batches"),
     "gpt": (61, 38, 17, "model", "GPT", ["attention 注意力", "Transformer blocks"],
             "03-04 · attention, model"),
-    "pretrain": (81, 38, 18, "model", "Pretraining 预训练", ["next-character loss", "on news; DDP, AMP"],
-                 "course_utils.train"),
-    "sampling": (21, 21, 22, "use", "Sampling 采样", ["temperature, top-k, top-p", "KV cache"],
-                 "course_utils.sampling"),
-    "quantize": (47, 21, 22, "use", "Quantization 量化", ["int8 weights", "size, speed, quality"],
-                 "course_utils.quantize"),
-    "serve": (73, 21, 22, "use", "Serving", ["an aiohttp web service", "generate over HTTP"],
-              "course_utils.serve"),
+    "pretrain": (81, 38, 17, "model", "Pretraining 预训练", ["next-character loss", "on news; DDP, AMP"],
+                 "05-07 · train"),
+    "sampling": (21, 21, 17, "use", "Sampling 采样", ["temperature, top-k/p", "KV cache"],
+                 "08 · sampling"),
+    "quantize": (41, 21, 17, "use", "Quantization 量化", ["int8 weights", "size, speed, loss"],
+                 "09 · quantize"),
+    "serve": (61, 21, 17, "use", "Serving", ["a web service that", "batches, streams"],
+              "12 · serve"),
+    "export": (81, 21, 15.5, "use", "Export", ["Hugging Face GPT-2", "ONNX, the browser"],
+               "13 · export"),
     "dialogue": (21, 3, 35, "tune", "Task 1 · dialogue 对话",
                  ["turns joined by <sep>, loss on the reply", "then talk to it"],
-                 "course_utils.finetune, chat"),
+                 "11 · batches, chat"),
     "sentiment": (60, 3, 35, "tune", "Task 2 · sentiment 情感分类",
                   ["classifier head, freezing, LoRA", "vs TF-IDF and naive Bayes baselines"],
-                  "course_utils.finetune"),
+                  "10 · finetune"),
 }
 HEIGHT = 12
 
@@ -48,10 +50,10 @@ def main(out: Path = OUT) -> Path:
         xa = BOXES[a][0] + BOXES[a][2] + 0.4
         S.arrow(ax, (xa, top), (BOXES[b][0] - 0.4, top))
     # pretraining feeds the "use it" row and the fine-tuning row
-    S.arrow(ax, (88, 37.6), (88, 35.5), (32, 35.5), (32, 33.4))
-    S.arrow(ax, (58, 35.5), (58, 33.4))
-    S.arrow(ax, (84, 35.5), (84, 33.4))
-    S.arrow(ax, (97, 37.6), (97, 17.8), (38.5, 17.8), (38.5, 15.4))
+    S.arrow(ax, (88.75, 37.6), (88.75, 35.5), (29.5, 35.5), (29.5, 33.4))
+    for x in (49.5, 69.5, 88.75):
+        S.arrow(ax, (x, 35.5), (x, 33.4))
+    S.arrow(ax, (97.4, 37.6), (97.4, 17.8), (38.5, 17.8), (38.5, 15.4))
     S.arrow(ax, (77.5, 17.8), (77.5, 15.4))
     for y, text in [(51.5, "BUILD THE MODEL"), (34.4, "USE IT"), (16.8, "FINE-TUNE IT 微调")]:
         S.label(ax, 1, y, text, color="#777", weight="bold", ha="left")

@@ -7,8 +7,6 @@ with a hint that names the likely mistake.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -120,19 +118,3 @@ def check_split_merge_heads(split_heads, merge_heads) -> None:
         "merge_heads(split_heads(x)) != x: transpose back to (B, T, H, D) before reshaping to "
         "(B, T, C) (and call .contiguous() or use .reshape)"
     )
-
-
-@checker("Exercise 03.4 (the memory of the score matrix)")
-def check_score_bytes(score_bytes) -> None:
-    """`score_bytes(batch, n_heads, T, dtype) -> int`: bytes of one layer's (B, H, T, T) scores."""
-
-    cases = [(1, 1, 4, torch.float32), (32, 8, 128, torch.float32), (4, 12, 1024, torch.float16),
-             (2, 3, 5, torch.bfloat16), (1, 2, 7, torch.float64)]
-    for B, H, T, dtype in cases:
-        expected = B * H * T * T * torch.empty((), dtype=dtype).element_size()
-        got = score_bytes(B, H, T, dtype)
-        assert int(got) == expected, (
-            f"score_bytes({B}, {H}, {T}, {dtype}) returned {got}, expected {expected:,}: "
-            f"B * H * T * T entries of {torch.empty((), dtype=dtype).element_size()} bytes each"
-            + (" (T enters squared)" if math.isclose(float(got) * T, expected) else "")
-        )

@@ -10,9 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..finetune import GPTClassifier, LoRALinear, freeze, mcnemar, pool, wilson_interval
+from ..finetune import GPTClassifier, LoRALinear, freeze, mcnemar
 from ..model import GPT, GPTConfig
-from ..vocab import PAD
 from . import checker
 
 
@@ -23,33 +22,7 @@ def _tiny_gpt(seed: int = 0, **changes):
     return GPT(GPTConfig(**cfg))
 
 
-@checker("Exercise 10.1 (pool the last real token)")
-def check_last_token_pool(last_token_pool) -> None:
-    """`last_token_pool(hidden (B, T, d), idx (B, T)) -> (B, d)`: the state of each row's
-    last non-`<pad>` token."""
-
-    torch.manual_seed(0)
-    for lengths in ([5, 5, 5], [5, 3, 1], [2, 7, 4, 7]):
-        T = max(lengths)
-        idx = torch.randint(3, 30, (len(lengths), T))
-        for row, n in enumerate(lengths):
-            idx[row, n:] = PAD
-        hidden = torch.randn(len(lengths), T, 6)
-        got = last_token_pool(hidden, idx)
-        assert isinstance(got, torch.Tensor), f"return a tensor, got {type(got).__name__}"
-        assert tuple(got.shape) == (len(lengths), 6), (
-            f"for hidden of shape {tuple(hidden.shape)} the result should be "
-            f"({len(lengths)}, 6), got {tuple(got.shape)}"
-        )
-        want = pool(hidden, idx, "last")
-        assert torch.allclose(got, want), (
-            f"rows of lengths {lengths}: the last real token of a row of length n sits at "
-            f"position n - 1, where n = (idx != PAD).sum(1); position T - 1 is padding for "
-            f"shorter rows"
-        )
-
-
-@checker("Exercise 10.2 (trainable parameters of `last_block`)")
+@checker("Exercise 10.1 (trainable parameters of `last_block`)")
 def check_last_block_count(last_block_count) -> None:
     """`last_block_count(config, num_classes) -> int`: what freeze(model, "last_block") trains."""
 
@@ -70,7 +43,7 @@ def check_last_block_count(last_block_count) -> None:
             )
 
 
-@checker("Exercise 10.3 (merge a LoRA layer)")
+@checker("Exercise 10.2 (merge a LoRA layer)")
 def check_lora_merge(lora_merge) -> None:
     """`lora_merge(layer: LoRALinear) -> Tensor`: the weight W + (alpha / r) B A of one
     nn.Linear that computes what the LoRA layer computes (the layer is left unchanged)."""
@@ -99,7 +72,7 @@ def check_lora_merge(lora_merge) -> None:
         )
 
 
-@checker("Exercise 10.4 (McNemar's test)")
+@checker("Exercise 10.3 (McNemar's test)")
 def check_mcnemar_p(mcnemar_p) -> None:
     """`mcnemar_p(pred_a, pred_b, true) -> float`: the exact two-sided p-value."""
 
@@ -113,14 +86,3 @@ def check_mcnemar_p(mcnemar_p) -> None:
             f"got p = {got:.6f}, expected {want:.6f}: count only the items where exactly one "
             f"classifier is right, and double the binomial tail at the smaller count")
     assert float(mcnemar_p(true, true, true)) == 1.0, "two identical classifiers: p must be 1"
-
-
-@checker("Exercise 10.5 (Wilson interval)")
-def check_wilson(wilson) -> None:
-    """`wilson(correct, n) -> (low, high)`: the 95% Wilson score interval."""
-
-    for correct, n in [(85, 100), (1418, 1736), (0, 20), (20, 20), (3, 7)]:
-        got, want = tuple(map(float, wilson(correct, n))), wilson_interval(correct, n)
-        assert all(abs(g - w) < 1e-4 for g, w in zip(got, want, strict=True)), (
-            f"wilson({correct}, {n}) = ({got[0]:.4f}, {got[1]:.4f}), expected "
-            f"({want[0]:.4f}, {want[1]:.4f}) (z = 1.96)")
