@@ -8,9 +8,11 @@ error, uncaught exception, failed request or request outside 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import threading
 import time
 import urllib.request
 
@@ -108,6 +110,29 @@ def test_bad_settings_show_the_services_message(browser, server):
         context.close()
 
 
+@contextlib.contextmanager
+def throttled(pid: int, run_s: float = 0.002, pause_s: float = 0.02):
+    """Let process `pid` run `run_s` out of every `run_s + pause_s` seconds (SIGSTOP/SIGCONT from a
+    thread) inside the block; it runs freely again afterwards."""
+    stop = threading.Event()
+
+    def toggle():
+        while not stop.is_set():
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(pause_s)
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(run_s)
+
+    thread = threading.Thread(target=toggle, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        os.kill(pid, signal.SIGCONT)
+
+
 def test_stop_ends_the_generation_and_frees_its_rows(browser, server):
     context, tab, log = open_page(browser, server)
     try:
@@ -116,23 +141,23 @@ def test_stop_ends_the_generation_and_frees_its_rows(browser, server):
         tab.fill("#temperature", "2")
         tab.fill("#top_k", "")
         tab.fill("#top_p", "")
-        tab.click("#go")
-        tab.wait_for_function("() => document.getElementById('status').textContent.includes('first text')")
-        # The ci model writes 512 tokens faster than a click lands: hold the server still while
-        # the reader presses Stop (the request is then mid-stream for certain), then let it go on
-        # to notice that its client has gone.
-        os.kill(server.proc.pid, signal.SIGSTOP)
-        try:
+        # The ci model writes 512 tokens faster than a click lands: run the server a tenth of the
+        # time while the reader presses Stop, so the request is still mid-stream when it does.
+        with throttled(server.proc.pid):
+            tab.click("#go")
+            tab.wait_for_function("() => document.getElementById('status').textContent.includes('first text')")
             tab.click("#stop")
             tab.wait_for_function("() => document.getElementById('status').textContent.includes('stopped')")
-        finally:
-            os.kill(server.proc.pid, signal.SIGCONT)
         for _ in range(int(os.environ.get("E2E_POLLS", "300"))):
             state = health(server)
             if state["rows_in_use"] == 0:
                 break
             time.sleep(0.05)
         assert state["rows_in_use"] == 0 and state["running"] == 0
+        for _ in range(50):        # the browser reports the aborted request as an event: let it in
+            if log.failed:
+                break
+            tab.wait_for_timeout(100)
         assert log.failed == [f"{server.url}/generate: net::ERR_ABORTED"]   # Stop aborted it
         log.failed = []
         check_clean(log, "stop")
