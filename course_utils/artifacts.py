@@ -23,6 +23,7 @@ from . import data
 from .batches import (
     DatasetBatches,
     DialogueExamples,
+    LabeledTexts,
     WindowBatches,
     load_tokens,
     pack_documents,
@@ -33,11 +34,13 @@ from .checkpoints import (
     CheckpointError,
     CheckpointManager,
     atomic_save,
+    load_checkpoint,
     make_checkpoint,
     model_from_checkpoint,
 )
 from .config import cache_dir, get_device, get_profile, seed_everything
 from .evaluation import evaluate, unigram_loss
+from .finetune import GPTClassifier, freeze, predict, train_best
 from .model import GPT, GPTConfig
 from .train import TrainConfig, train, train_keeping_best
 from .vocab import Vocab
@@ -353,6 +356,83 @@ def review_lm(profile=None, *, force: bool = False, progress: bool = True, devic
     atomic_save(ckpt, path)
     shutil.rmtree(folder, ignore_errors=True)
     return model.eval(), vocab, dict(info, path=path, history=result.history)
+
+
+def review_classifier_path(profile=None) -> Path:
+    return cache_dir() / f"review_classifier_{(profile or get_profile()).name}.pt"
+
+
+def review_classifier(profile=None, *, force: bool = False, progress: bool = True):
+    """Chapter 10's best GPT row, "adapted GPT, all layers": the review-adapted GPT with a
+    linear head on the last real token's state, every weight fine-tuned on the fit reviews
+    (`profile.finetune_steps` steps at `profile.finetune_lr`), keeping the evaluation with the
+    lowest validation loss. Cached: chapter 14's reward model is this very checkpoint.
+
+    Returns `(classifier in eval mode, vocab, info)`; `info` has the best step, the seconds the
+    training took, the trainable-parameter count, the history and the test accuracy.
+    """
+    profile = profile or get_profile()
+    path, vocab = review_classifier_path(profile), news_vocab()
+    if path.is_file() and not force:
+        try:
+            ckpt = load_checkpoint(path)
+            if ckpt["vocab"] != vocab.token2idx:
+                raise CheckpointError("it was trained with another vocabulary")
+            clf = GPTClassifier(GPT(GPTConfig(**ckpt["model_config"])), 2, pooling=ckpt["extra"]["pooling"])
+            clf.load_state_dict(ckpt["model"])
+        except (CheckpointError, KeyError, RuntimeError) as err:
+            raise ArtifactError(f"the cached review classifier does not fit: {err}. Delete {path} "
+                                "(or pass force=True) to rebuild it") from None
+        return clf.eval(), vocab, dict(ckpt["extra"], path=path, history=ckpt["history"])
+
+    backbone, vocab, _ = review_lm(profile, progress=progress)
+    fit_df, val_df, test_df = sentiment_splits(profile, vocab)
+    sets = [LabeledTexts(df.text.tolist(), df.label.tolist(), vocab, profile.block_size)
+            for df in (fit_df, val_df, test_df)]
+    steps = profile.finetune_steps
+    cfg = TrainConfig(max_steps=steps, lr=profile.finetune_lr, warmup_steps=max(1, steps // 10),
+                      eval_interval=max(1, steps // 6), eval_iters=4, log_interval=max(1, steps // 50),
+                      progress=progress)
+    seed_everything(0)
+    clf = GPTClassifier(backbone, 2, pooling="last")
+    t0 = time.perf_counter()
+    trainable = freeze(clf, "all")
+    run, best_step = train_best(clf, sets[0], sets[1], cfg, profile.batch_size)
+    seconds = time.perf_counter() - t0
+    pred, _ = predict(clf.eval(), sets[2])
+    info = {"profile": profile.name, "pooling": "last", "best_step": best_step, "seconds": seconds,
+            "trainable": trainable, "test_accuracy": float((pred == test_df.label.to_numpy()).mean())}
+    atomic_save(make_checkpoint(clf, step=best_step, vocab=vocab, train_config=cfg,
+                                history=run.history, extra=info), path)
+    return clf.eval(), vocab, dict(info, path=path, history=run.history)
+
+
+# ---------------------------------------------------------------- preference tuning (chapter 14)
+
+
+def tuned_policy_path(profile=None) -> Path:
+    return cache_dir() / f"positive_{(profile or get_profile()).name}.pt"
+
+
+def save_tuned_policy(model: GPT, vocab: Vocab, info: dict, profile=None) -> Path:
+    """Keep the policy chapter 14 tuned toward positive reviews (the site exports this file).
+    Its training stops after a budget in seconds, so a rerun on another machine gives another
+    model: the cache keeps the one the chapter printed."""
+    path = tuned_policy_path(profile)
+    atomic_save(make_checkpoint(model, vocab=vocab, extra=dict(info, profile=(profile or get_profile()).name)), path)
+    return path
+
+
+def tuned_policy(profile=None, device=None):
+    """(model, vocab, info) of the policy chapter 14 saved; run chapter 14 first."""
+    profile = profile or get_profile()
+    device = torch.device(device) if device else get_device()
+    cached = _load_cached(tuned_policy_path(profile), device, news_vocab(), "tuned policy",
+                          "and run chapter 14 again")
+    if cached is None:
+        raise ArtifactError(f"no tuned policy for profile {profile.name} in {cache_dir()}: run "
+                            "nbs/14_preference_tuning.ipynb first (it saves the policy it tunes)")
+    return cached
 
 
 def news_val_windows(batch_size: int, block_size: int):

@@ -56,6 +56,8 @@ class Profile:
     # how the language-model training steps run (chapter 05's "Going faster"): the head and
     # the loss fused chunk by chunk, fused AdamW, torch.compile (eager where no C++ compiler)
     fast_lm_training: bool = False
+    # preference tuning (chapter 14): optimizer steps of RLHF and of DPO (64 samples each)
+    preference_steps: int = 300
 
     def lm_speedups(self, precision: str = "fp32", steps: int | None = None) -> dict:
         """The `TrainConfig` fields that make this profile's language-model steps faster:
@@ -89,7 +91,7 @@ PROFILES: dict[str, Profile] = {
         d_model=32, n_heads=2, n_layers=2, d_ff=64, dropout=0.0, block_size=32,
         batch_size=8, lr=3e-3, max_steps=30, warmup_steps=5, eval_interval=10, eval_iters=2,
         finetune_lr=1e-3, finetune_steps=20, dialogue_steps=20, adapt_lr=3e-3, adapt_steps=20, max_docs=2000,
-        description="tiny model, a few dozen steps: checks that every cell runs",
+        description="tiny model, a few dozen steps: checks that every cell runs", preference_steps=4,
     ),
     # A laptop without a GPU: minutes per notebook, enough to see real learning.
     "cpu": Profile(

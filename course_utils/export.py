@@ -29,7 +29,7 @@ import onnxruntime as ort
 import torch
 
 from .files import atomic_path, atomic_write_text
-from .finetune import LoRALinear
+from .finetune import GPTClassifier, LoRALinear
 from .model import GPT, GPTConfig
 from .quantize import quantize_symmetric
 from .sampling import context_start
@@ -186,6 +186,30 @@ def load_browser(path) -> tuple[GPT, Vocab, dict]:
             tensors[key] = dict(entry, data=np.frombuffer(raw, dtype="<f4"))
     vocab = Vocab({tok: i for i, tok in enumerate(doc["vocab"])})
     return _model_from(doc["config"], tensors), vocab, doc["meta"]
+
+
+def head_meta(classifier: GPTClassifier) -> dict:
+    """What a model file keeps of a classifier's head, as plain float32 numbers in its `meta`
+    (the backbone is the file's GPT): chapter 14's reward model on the page."""
+    if classifier.pooling != "last" or not classifier.mask_padding:
+        raise ExportError("the page pools the last real token only: export a classifier with pooling='last'")
+    return {"pooling": "last", "labels": ["negative", "positive"],
+            "weight": classifier.head.weight.detach().float().tolist(),
+            "bias": classifier.head.bias.detach().float().tolist()}
+
+
+def browser_classifier(path) -> tuple[GPTClassifier, Vocab, dict]:
+    """(classifier with the page's weights, vocab, meta) from a model file whose meta has a
+    `classifier` head (written with `head_meta`)."""
+    model, vocab, meta = load_browser(path)
+    if "classifier" not in meta:
+        raise ExportError(f"{path} holds a language model, not a classifier (no head in its meta)")
+    head = meta["classifier"]
+    clf = GPTClassifier(model, len(head["bias"]), pooling=head["pooling"])
+    with torch.no_grad():
+        clf.head.weight.copy_(torch.tensor(head["weight"]))
+        clf.head.bias.copy_(torch.tensor(head["bias"]))
+    return clf.eval(), vocab, meta
 
 
 # ---------------------------------------------------------------------------- Hugging Face

@@ -435,6 +435,17 @@ def train_best(model: nn.Module, fit, val, cfg, batch_size: int, seed: int = 0):
     return result, int(best["step"])
 
 
+def tfidf_logreg():
+    """Chapter 10's strongest baseline, not yet fitted: TF-IDF over character 1- to 3-grams, then
+    logistic regression (an sklearn pipeline: `.fit(texts, labels)`, `.predict(texts)`)."""
+    # heavy: a second to import, only to fit the baseline
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(TfidfVectorizer(analyzer="char", ngram_range=(1, 3)), LogisticRegression(max_iter=2000))
+
+
 # ---------------------------------------------------------------------------- embeddings
 
 

@@ -231,3 +231,58 @@ class ChatWidget:
         bundle = self.ui._repr_mimebundle_(**kwargs)
         bundle["text/plain"] = "[chat widget: needs a live Jupyter kernel]"
         return bundle
+
+
+# ---------------------------------------------------------------------------- two policies side by side
+
+
+class CompareWidget:
+    """One prompt, several models side by side (chapter 14: before and after preference tuning),
+    each continuation with the reward model's verdict. Type a prompt (Enter) or press 生成;
+    `greedy` switches to temperature 0. Drive it from Python: `w.prompt.value = "这家酒店"`,
+    then read `w.results` (per model: the text and its reward)."""
+
+    def __init__(self, models: dict, vocab: Vocab, reward_fn=None, prompt: str = "这本书",
+                 max_new_tokens: int = 24, temperature: float = 1.0, seed: int = 0):
+        self.models, self.vocab, self.reward_fn = models, vocab, reward_fn
+        self.max_new_tokens, self.temperature = max_new_tokens, temperature
+        self.prompt = W.Text(value=prompt, description="prompt", continuous_update=False)
+        self.seed = W.IntSlider(value=seed, min=0, max=99, description="seed", continuous_update=False)
+        self.greedy = W.Checkbox(value=False, description="greedy")
+        self.button = W.Button(description="生成", button_style="primary")
+        self.columns = {name: W.HTML(layout=W.Layout(width="320px")) for name in models}
+        self.status = W.HTML()
+        self.ui = W.VBox([W.HBox([self.prompt, self.button]), W.HBox([self.seed, self.greedy]),
+                          W.HBox(list(self.columns.values())), self.status])
+        for control in (self.prompt, self.seed, self.greedy):
+            control.observe(lambda _: self.render(), names="value")
+        self.button.on_click(lambda _: self.render())
+        self.results: dict = {}
+        self.render()
+
+    @torch.no_grad()
+    def render(self) -> None:
+        try:
+            ids = encode_prompt(self.vocab, self.prompt.value)
+        except ValueError as err:
+            self.status.value = f"<span style='color:#c00'>{html.escape(str(err))}</span>"
+            return
+        temperature = 0.0 if self.greedy.value else self.temperature
+        for name, model in self.models.items():
+            idx = torch.tensor([ids[-model.config.block_size:]])
+            out = generate(model, idx, self.max_new_tokens, temperature=temperature,
+                           stop_tokens=[SEP], seed=int(self.seed.value))
+            reward = None if self.reward_fn is None else float(self.reward_fn(out)[0])
+            self.results[name] = {"text": _ids_html(self.vocab, out[0, idx.size(1):].tolist()), "reward": reward}
+            verdict = "" if reward is None else (
+                f"<br><small>reward model: P(positive) = {reward:.3f} "
+                f"({'正面 positive' if reward > 0.5 else '负面 negative'})</small>")
+            self.columns[name].value = (f"<b>{html.escape(name)}</b><div style='font-size:1.1em;line-height:1.6'>"
+                                        f"<b>{html.escape(self.prompt.value)}</b>{self.results[name]['text']}</div>{verdict}")
+        self.status.value = (f"<small>{'greedy' if temperature == 0 else f'temperature {temperature:g}, seed {self.seed.value}'}"
+                             f", up to {self.max_new_tokens} tokens</small>")
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.ui._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = "[side-by-side generation: needs a live Jupyter kernel; the site runs it in the browser]"
+        return bundle

@@ -121,8 +121,7 @@ print(f"reviews longer than block_size={max_len}: {(lengths > max_len).mean():.1
 # %%
 import time
 
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
+from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.naive_bayes import MultinomialNB
 
 from course_utils import finetune
@@ -141,10 +140,8 @@ def record(method, pred, trainable, seconds, **extra):
 
 
 t0 = time.perf_counter()
-tfidf = TfidfVectorizer(analyzer="char", ngram_range=(1, 3))
-X_fit = tfidf.fit_transform(fit_df.text)
-logreg = LogisticRegression(max_iter=2000).fit(X_fit, fit_df.label)
-record(TFIDF, logreg.predict(tfidf.transform(test_df.text)),
+tfidf, logreg = baseline = finetune.tfidf_logreg().fit(fit_df.text, fit_df.label)   # ch. 14's judge too
+record(TFIDF, baseline.predict(test_df.text),
        logreg.coef_.size + logreg.intercept_.size, time.perf_counter() - t0)
 t0 = time.perf_counter()
 counts = CountVectorizer(analyzer="char", ngram_range=(1, 3))
@@ -325,7 +322,10 @@ review_top = fine_tune(TOP, review_gpt, "last_block", frozen)
 
 # %%
 review_lora = fine_tune(LORA, review_gpt, "lora")
-review_all = fine_tune(ALL, review_gpt, "all")
+# chapter 14's reward model: fine_tune's recipe, "all", cached by artifacts (a second run loads it)
+review_all, _, info = artifacts.review_classifier(profile)
+record(ALL, finetune.predict(review_all, datasets["test"])[0], info["trainable"], info["seconds"],
+       history=info["history"], best_step=info["best_step"])
 
 # %% [markdown]
 # ## 9. Results, with intervals
@@ -521,7 +521,7 @@ print(by_length([TFIDF, ALL, WHOLE]).to_string(float_format="{:.2%}".format))
 # %%
 gpt_params, tfidf_params = news_gpt.num_parameters(), results[TFIDF]["trainable"]
 print(f"our GPT ({profile.name} profile): {gpt_params:,} parameters, block_size {profile.block_size}")
-print(f"TF-IDF + logistic regression: {tfidf_params:,} weights over {X_fit.shape[1]:,} n-grams")
+print(f"TF-IDF + logistic regression: {tfidf_params:,} weights over {len(tfidf.vocabulary_):,} n-grams")
 config.claim(f"the GPT has {gpt_params / tfidf_params:.1f} times the weights of the logistic regression",
              gpt_params > tfidf_params)
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 from conftest import tiny_gpt, tiny_lm
 
-from course_utils import export, sampling
+from course_utils import export, preference, sampling
 from course_utils.cli import export as cli_export
-from course_utils.finetune import apply_lora, merge_lora
+from course_utils.finetune import GPTClassifier, apply_lora, merge_lora
 from course_utils.quantize import quantize_model
 from course_utils.vocab import Vocab
 
@@ -114,6 +114,68 @@ def test_damaged_or_missing_files(tmp_path):
         export.load_browser(bad)
 
 
+# ---------------------------------------------------------------------------- a classifier (chapter 14's reward)
+
+
+def random_classifier(model, seed=0, **kw):
+    """A GPTClassifier on `model` whose head gives confident, varied probabilities."""
+    clf = GPTClassifier(model, 2, dropout=0.0, **kw)
+    with torch.no_grad():
+        clf.head.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(seed))
+        clf.head.bias.copy_(torch.tensor([0.3, -0.2]))
+    return clf.eval()
+
+
+def classifier_rows(vocab, block_size):
+    texts = ["今天天气很好。", "你好吗？我很好", "好", "今天很好你好吗今天天气很好。你好吗"]
+    rows = [vocab.encode(t)[:block_size] for t in texts]
+    width = max(map(len, rows))
+    return torch.tensor([r + [0] * (width - len(r)) for r in rows])   # <pad> after the text
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_classifier_head_round_trips(lm, tmp_path, precision):
+    """head_meta + browser_classifier: the page's classifier is the original one (float32), or
+    its int8-rounded backbone under the same head (int8)."""
+    model, vocab = lm
+    clf = random_classifier(model)
+    head = export.head_meta(clf)
+    assert head["pooling"] == "last" and head["labels"] == ["negative", "positive"]
+    assert json.loads(json.dumps(head)) == head                   # plain numbers, for the file's meta
+    path = export.to_browser(model, vocab, tmp_path / "judge.js", name="judge",
+                             meta={"title": "a judge", "classifier": head}, precision=precision)
+    back, back_vocab, meta = export.browser_classifier(path)
+    assert back_vocab == vocab and meta["title"] == "a judge" and meta["precision"] == precision
+    assert torch.equal(back.head.weight, clf.head.weight) and torch.equal(back.head.bias, clf.head.bias)
+    x = classifier_rows(vocab, model.config.block_size)
+    with torch.no_grad():
+        before, after = (torch.softmax(c(x)[0], -1) for c in (clf, back))
+    diff = float((after - before).abs().max())
+    assert float(before.max() - before.min()) > 0.1                # not a flat 0.5 everywhere
+    if precision == "float32":
+        assert diff < 1e-6, diff
+    else:
+        assert 0 < diff < 0.05, diff                                 # int8 weights: close, not equal
+        with torch.no_grad():
+            page = torch.softmax(export.browser_model(model, "int8").hidden_states(x)
+                                 [torch.arange(len(x)), (x != 0).sum(1) - 1] @ clf.head.weight.T
+                                 + clf.head.bias, -1)
+        assert float((after - page).abs().max()) < 1e-6             # exactly the page's weights
+    reward = preference.classifier_reward(back, x, vocab)
+    assert torch.allclose(reward, after[:, 1], atol=1e-6)
+
+
+def test_classifier_refusals(lm, tmp_path):
+    model, vocab = lm
+    with pytest.raises(export.ExportError, match="pooling='last'"):
+        export.head_meta(random_classifier(model, pooling="mean"))
+    with pytest.raises(export.ExportError, match="pooling='last'"):
+        export.head_meta(random_classifier(model, mask_padding=False))
+    path = export.to_browser(model, vocab, tmp_path / "lm.js", name="lm")
+    with pytest.raises(export.ExportError, match="not a classifier"):
+        export.browser_classifier(path)
+
+
 # ---------------------------------------------------------------------------- gpt.js in Node.js
 
 NODE_SCRIPT = """
@@ -172,6 +234,43 @@ def test_gpt_js_computes_what_pytorch_computes(lm, tmp_path):
     assert out["fullwidth"] == to_fullwidth("你好?,", vocab)
     assert out["encode"] == vocab.encode("你<sep>好☃")
     assert "the prompt is empty" in out["empty"] and "is in the vocabulary" in out["unknown"]
+
+
+CLASSIFY_SCRIPT = """
+globalThis.window = globalThis;
+require(process.argv[2]);
+require(process.argv[3]);
+require(process.argv[4]);
+const G = globalThis.GPTBook, rows = require(process.argv[5]), m = G.model("judge");
+const out = {probs: rows.map(ids => G.classify(m, ids)), features: rows.map(ids => Array.from(m.features(ids)))};
+for (const [key, f] of [["lm", () => G.classify(G.model("lm"), rows[0])], ["long", () => G.classify(m, Array(99).fill(3))]]) {
+  try { f(); } catch (e) { out[key] = e.message; }
+}
+process.stdout.write(JSON.stringify(out));
+"""
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js is not installed (the e2e checks run gpt.js in Chromium)")
+def test_gpt_js_classifies_as_pytorch_does(lm, tmp_path):
+    """GPTBook.classify and GPT.features against browser_classifier, rows of every length."""
+    model, vocab = lm
+    path = export.to_browser(model, vocab, tmp_path / "judge.js", name="judge",
+                             meta={"classifier": export.head_meta(random_classifier(model))})
+    plain = export.to_browser(model, vocab, tmp_path / "lm.js", name="lm")
+    clf = export.browser_classifier(path)[0]
+    x = classifier_rows(vocab, model.config.block_size)
+    rows = [[i for i in r if i != 0] for r in x.tolist()]
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    (tmp_path / "run.js").write_text(CLASSIFY_SCRIPT)
+    done = subprocess.run([NODE, str(tmp_path / "run.js"), str(GPT_JS), str(path), str(plain),
+                           str(tmp_path / "rows.json")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    with torch.no_grad():
+        features, probs = clf.features(x), torch.softmax(clf(x)[0], -1)
+    assert float((torch.tensor(out["features"]) - features).abs().max()) < 1e-5
+    assert float((torch.tensor(out["probs"], dtype=torch.float64) - probs.double()).abs().max()) < 1e-6
+    assert "not a classifier" in out["lm"] and "exceed block_size" in out["long"]
 
 
 # ---------------------------------------------------------------------------- the committed files

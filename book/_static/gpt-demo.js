@@ -2,6 +2,8 @@
  *
  *   <div class="gpt-explorer" data-model="news" data-prompt="中国人民" ...>  chapter 08's sliders
  *   <div class="gpt-chat" data-model="dialogue" ...>                          chapter 11's chat box
+ *   <div class="gpt-compare" data-models="reviews,positive" data-reward="reward" ...>
+ *                                     chapter 14: two models side by side, each judged by a reward model
  *
  * Each element's content is what a reader without JavaScript (or in JupyterLab) sees; it is
  * replaced by the demo. Model files are plain scripts next to this one (models/NAME.js), added
@@ -84,6 +86,20 @@
 .gpt-demo .gpt-you { color: #1f77b4; font-weight: bold; }
 .gpt-demo .gpt-bot { color: #2ca02c; font-weight: bold; }
 .gpt-demo button { margin-left: .4em; padding: .2em .8em; }
+.gpt-demo .gpt-controls { display: flex; flex-wrap: wrap; gap: .6em; align-items: center; }
+.gpt-demo .gpt-controls input[type=text] { flex: 1; min-width: 10em; }
+.gpt-demo .gpt-controls input[type=number] { width: 4.5em; }
+.gpt-demo .gpt-controls label { display: inline-flex; gap: .3em; margin: 0; }
+.gpt-demo .gpt-columns { display: grid; grid-template-columns: repeat(auto-fit, minmax(14em, 1fr)); gap: 1em; }
+.gpt-demo .gpt-column { border-top: 1px solid var(--pst-color-border, #ccc); padding-top: .4em; }
+.gpt-demo .gpt-column-title { font-weight: bold; }
+.gpt-demo .gpt-column-title small { font-weight: normal; color: var(--pst-color-text-muted, #666); }
+.gpt-demo .gpt-verdict { display: flex; gap: .5em; align-items: center; font-size: .9em;
+  font-variant-numeric: tabular-nums; }
+.gpt-demo .gpt-bar { width: 6em; height: .7em; background: #8883; border-radius: 3px; overflow: hidden; }
+.gpt-demo .gpt-bar > div { height: 100%; }
+.gpt-demo .gpt-positive { color: #2ca02c; }
+.gpt-demo .gpt-negative { color: #d62728; }
 `;
 
   function addStyle() {
@@ -263,13 +279,116 @@
     el.dataset.state = "ready";
   }
 
+  // ------------------------------------------------------------------ chapter 14: two models side by side
+
+  /* The reward model's verdict on one text: P(positive) as a number, a bar, and a word. */
+  function verdict(p) {
+    const positive = p > 0.5, color = positive ? "#2ca02c" : "#d62728";
+    return h("div", { class: "gpt-verdict", title: "the reward model's P(positive)" },
+      h("span", {}, "reward"),
+      h("span", { class: "gpt-reward" }, p.toFixed(3)),
+      h("div", { class: "gpt-bar" }, h("div", { style: `width: ${(100 * p).toFixed(1)}%; background: ${color}` })),
+      h("span", { class: positive ? "gpt-positive" : "gpt-negative" }, positive ? "正面 positive" : "负面 negative"));
+  }
+
+  async function compare(el) {
+    const d = el.dataset;
+    const names = (d.models || "reviews,positive").split(",").map(x => x.trim()).filter(Boolean);
+    const length = Number(d.length || 24), temperature = Number(d.temperature ?? 1);
+    const prompt = h("input", { type: "text", value: d.prompt || "这本书", "aria-label": "prompt" });
+    const go = h("button", { type: "button", class: "gpt-generate" }, "Generate");
+    const seed = h("input", { type: "number", min: 0, step: 1, value: d.seed || 0, name: "seed", "aria-label": "seed" });
+    const greedy = h("input", { type: "checkbox", name: "greedy", "aria-label": "greedy" });
+    const columns = names.map(() => h("div", { class: "gpt-column" }));
+    const error = h("div", { class: "gpt-error", role: "alert" });
+    const status = h("div", { class: "gpt-status" }, "loading the models…");
+    el.replaceChildren(
+      h("div", { class: "gpt-controls" }, prompt, go,
+        h("label", {}, "seed", seed), h("label", {}, greedy, "greedy")),
+      error, h("div", { class: "gpt-columns" }, ...columns), status);
+    el.classList.add("gpt-demo");
+    el.gptDemo = { renders: 0, results: [] };
+
+    // every model file at once; the reward model too, if there is one
+    const models = await Promise.all(names.map(loadModel));
+    const reward = d.reward ? await loadModel(d.reward) : null;
+    const vocab = models[0].vocab;
+    for (const m of models.concat(reward || [])) {    // one vocabulary: the same ids mean the same text
+      if (m.vocab.idx2token.join("\n") !== vocab.idx2token.join("\n")) {
+        throw new Error(`models "${models[0].name}" and "${m.name}" have different vocabularies`);
+      }
+    }
+    const block = Math.min(...models.map(m => m.config.block_size));
+    models.forEach((m, i) => columns[i].replaceChildren(h("div", { class: "gpt-column-title" },
+      m.name, " ", h("small", {}, m.meta.title || ""))));
+
+    /* P(positive) of prompt + continuation as chapter 14 scores it: <sep> dropped, the first
+     * block_size tokens read (preference.classifier_reward). */
+    function score(ids) {
+      const text = ids.filter(i => i !== G.SEP).slice(0, reward.config.block_size);
+      return G.classify(reward, text)[1];
+    }
+
+    function render() {
+      let ids;
+      try {
+        ids = G.encodePrompt(vocab, vocab.toFullwidth(prompt.value));
+      } catch (err) {
+        error.textContent = err.message;
+        el.gptDemo.error = err.message;
+        return;
+      }
+      error.textContent = "";
+      ids = ids.slice(-block);                          // crop to the context, as the widget does
+      const settings = { temperature: greedy.checked ? 0 : temperature };
+      const s = Math.max(0, Math.floor(Number(seed.value) || 0));
+      const t0 = performance.now();
+      let tokens = 0, generating = 0;                   // generation alone, for tokens/s
+      const results = models.map((model, i) => {
+        const t1 = performance.now();
+        const fresh = G.generate(model, ids, length, settings, { stopTokens: [G.SEP], seed: s });
+        generating += performance.now() - t1;
+        tokens += fresh.length;
+        const text = showText(vocab, fresh);
+        const p = reward ? score(ids.concat(fresh)) : null;
+        columns[i].replaceChildren(columns[i].firstChild,
+          h("div", { class: "gpt-sample" }, h("b", {}, showText(vocab, ids)), text),
+          p === null ? null : verdict(p));
+        return { model: model.name, ids: fresh, text, reward: p };
+      });
+      const seconds = (performance.now() - t0) / 1000;
+      const rate = tokens / Math.max(generating / 1000, 1e-6);
+      status.textContent = (settings.temperature === 0 ? "greedy (the seed does not matter)"
+        : `temperature ${settings.temperature}, seed ${s} (the same for both)`) +
+        `, up to ${length} new tokens, stopping at <sep>` +
+        (reward ? ` · judged by the reward model "${reward.name}": P(positive)` : "") +
+        ` · ${Math.round(seconds * 1000)} ms in your browser (${Math.round(rate)} tokens/s)`;
+      el.gptDemo = { renders: el.gptDemo.renders + 1, prompt: ids, results, settings, seed: s,
+        tokensPerSecond: rate, error: null };
+      el.dataset.state = "ready";
+    }
+
+    function schedule() {
+      setTimeout(() => {
+        try { render(); } catch (err) { error.textContent = `something went wrong: ${err.message}`; el.dataset.state = "error"; }
+      }, 0);
+    }
+    go.addEventListener("click", schedule);
+    prompt.addEventListener("keydown", e => { if (e.key === "Enter" && !e.isComposing) schedule(); });
+    seed.addEventListener("change", schedule);
+    greedy.addEventListener("change", schedule);
+    render();
+    el.dataset.state = el.dataset.state || "ready";    // loaded, even if data-prompt was unreadable
+  }
+
   // ------------------------------------------------------------------ start
 
   function start() {
     if (!G) return;
     addStyle();
     const demos = [...document.querySelectorAll(".gpt-explorer")].map(el => [el, explorer])
-      .concat([...document.querySelectorAll(".gpt-chat")].map(el => [el, chat]));
+      .concat([...document.querySelectorAll(".gpt-chat")].map(el => [el, chat]))
+      .concat([...document.querySelectorAll(".gpt-compare")].map(el => [el, compare]));
     for (const [el, make] of demos) {
       make(el).catch(err => {
         el.dataset.state = "error";

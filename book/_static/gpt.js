@@ -10,6 +10,7 @@
  *   5. the samplers, as operations on logits (temperature, top-k, top-p, one softmax)
  *   6. generation, with the book's context rule (slide by half a block when full)
  *   7. a conversation (course_utils/chat.py): turns joined by <sep>, replies end at <sep>
+ *   8. a classifier (course_utils/finetune.py, GPTClassifier): a linear head on the last hidden state
  *
  * Every number is a float64 while it is computed and a float32 when it is stored, so the
  * logits agree with PyTorch's float32 forward pass to about 1e-5 (e2e/test_browser_model.py
@@ -274,6 +275,21 @@
       this.resetCache();
       return ids.map((id, t) => this.step(id, !lastOnly || t === ids.length - 1));
     }
+
+    /* The final LayerNorm's output (d_model floats) at the last position of `ids` (a fresh
+     * cache): what GPTClassifier.features pools with pooling="last" for a row without padding.
+     * The same steps as forward, without the head; step leaves the residual stream in this.x. */
+    features(ids) {
+      if (!ids.length) throw new Error("give at least one token");
+      if (ids.length > this.config.block_size) {
+        throw new Error(`${ids.length} tokens exceed block_size=${this.config.block_size}`);
+      }
+      this.resetCache();
+      for (const id of ids) this.step(id, false);
+      const w = this.w, out = new Float32Array(this.config.d_model);
+      layerNorm(out, this.x, w["ln_f.weight"], w["ln_f.bias"], this.config.d_model, 1e-5);
+      return out;
+    }
   }
 
   // ------------------------------------------------------------------ 5. samplers on logits
@@ -485,6 +501,27 @@
     }
   }
 
+  // ------------------------------------------------------------------ 8. a classifier
+
+  /* course_utils.finetune.GPTClassifier with pooling="last": the head (num_classes x d_model and
+   * a bias, plain numbers in the model file's meta.classifier, written by export.head_meta) reads
+   * the hidden state of the last token. Returns the class probabilities (softmax of the head's
+   * logits); chapter 14's reward is the second, P(positive). `ids`: at most block_size tokens, no
+   * <pad> or <sep> (export.browser_classifier + preference.classifier_reward in PyTorch). */
+  function classify(model, ids) {
+    const head = model.meta.classifier;
+    if (!head) throw new Error(`model "${model.name}" is a language model, not a classifier (its meta has no classifier head)`);
+    if (head.pooling !== "last") throw new Error(`the page pools the last token only, not "${head.pooling}"`);
+    const d = model.config.d_model;
+    if (head.weight.length !== head.bias.length || head.weight.some(row => row.length !== d)) {
+      throw new Error(`the classifier head is not ${head.bias.length} x ${d} (d_model)`);
+    }
+    const h = model.features(ids);
+    const logits = new Float32Array(head.bias.length);
+    linear(logits, h, Float32Array.from(head.weight.flat()), Float32Array.from(head.bias), d, head.bias.length);
+    return Array.from(softmax(logits));
+  }
+
   // ------------------------------------------------------------------ the global
 
   const loaded = {};
@@ -503,6 +540,6 @@
     PAD, UNK, SEP, Vocab, GPT, Conversation, model,
     linear, layerNorm, erf, gelu, softmax, order, argmax, topK,
     checkSettings, filterLogits, nextTokenProbs, randomStream, sampleNext,
-    contextStart, generate, stopIds, encodePrompt,
+    contextStart, generate, stopIds, encodePrompt, classify,
   };
 })(typeof window !== "undefined" ? window : globalThis);
