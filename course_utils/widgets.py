@@ -1,4 +1,5 @@
-"""Interactive demos (ipywidgets): the sampling sliders and a chat box, plus the token bar chart.
+"""Interactive demos (ipywidgets): the sampling sliders, a chat box, two models side by side, the
+attention explorer and the next-token lens, plus the token bar chart.
 
 The widget classes work without a browser: change a control's `.value` from Python and
 the outputs (`.text`, `.chart`, `.transcript`) update, so they are testable and scriptable.
@@ -18,6 +19,7 @@ import torch
 
 from . import plots
 from .chat import Conversation
+from .interpret import attention_maps, check_text, next_token_lens
 from .sampling import encode_prompt, generate, next_token_probs
 from .vocab import SEP, SPECIALS, Vocab
 
@@ -285,4 +287,92 @@ class CompareWidget:
     def _repr_mimebundle_(self, **kwargs):
         bundle = self.ui._repr_mimebundle_(**kwargs)
         bundle["text/plain"] = "[side-by-side generation: needs a live Jupyter kernel; the site runs it in the browser]"
+        return bundle
+
+
+# ---------------------------------------------------------------------------- inside the model
+
+
+class AttentionExplorer:
+    """Chapter 03's view: the causal attention map of one head (or all heads as small multiples)
+    of one layer, for the text you type. `w.text.value = "..."`, `w.layer.value = 1`,
+    `w.head.value = "all"`; `w.maps` holds the weights (layers, heads, query, key)."""
+
+    def __init__(self, model, vocab: Vocab, text: str = "中国人民的生活水平不断提高"):
+        self.model, self.vocab = model, vocab
+        cfg = model.config
+        self.text = W.Text(value=text, description="text", continuous_update=False)
+        self.layer = W.Dropdown(options=list(range(cfg.n_layers)), value=0, description="layer")
+        self.head = W.Dropdown(options=["all"] + list(range(cfg.n_heads)), value="all", description="head")
+        self.chart, self.status = W.Image(format="png"), W.HTML()
+        self.ui = W.VBox([W.HBox([self.text, self.layer, self.head]), self.status, self.chart])
+        for control in (self.text, self.layer, self.head):
+            control.observe(lambda _: self.render(), names="value")
+        self.maps, self.renders = None, 0
+        self.render()
+
+    def render(self) -> None:
+        try:
+            ids = check_text(self.vocab, self.text.value, self.model.config.block_size)
+        except ValueError as err:
+            self.status.value = f"<span style='color:#c00'>{html.escape(str(err))}</span>"
+            return
+        self.maps = attention_maps(self.model, ids)
+        heads = range(self.model.config.n_heads) if self.head.value == "all" else [int(self.head.value)]
+        labels = [token_label(self.vocab, i) for i in ids]
+        plots.setup()
+        fig = matplotlib.figure.Figure(figsize=(2.6 * len(heads) + 0.6, 2.9))
+        axes = np.atleast_1d(fig.subplots(1, len(heads)))
+        for ax, h in zip(axes, heads, strict=True):
+            ax.imshow(self.maps[int(self.layer.value), h].numpy(), cmap="viridis", vmin=0, vmax=1)
+            ax.set_xticks(range(len(ids)), labels, fontsize=7)
+            ax.set_yticks(range(len(ids)), labels, fontsize=7)
+            ax.set_title(f"layer {self.layer.value}, head {h}", fontsize=9)
+            ax.grid(False)
+        fig.supxlabel("key (read from)", fontsize=8)
+        fig.supylabel("query", fontsize=8)
+        self.chart.value = figure_png(fig)
+        self.status.value = f"<small>{len(ids)} tokens; each row sums to 1, nothing above the diagonal</small>"
+        self.renders += 1
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.ui._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = "[attention explorer: needs a live Jupyter kernel; the site runs it in the browser]"
+        return bundle
+
+
+class LensWidget:
+    """Chapter 04's view: the top next tokens read from the residual stream after each block
+    (through the final LayerNorm and the tied head). `w.text.value = "..."`; `w.rows` holds
+    (block, [(token, probability), ...]) per block."""
+
+    def __init__(self, model, vocab: Vocab, text: str = "中国人民的生活水平不断", k: int = 5):
+        self.model, self.vocab, self.k = model, vocab, k
+        self.text = W.Text(value=text, description="text", continuous_update=False)
+        self.table, self.status = W.HTML(), W.HTML()
+        self.ui = W.VBox([self.text, self.status, self.table])
+        self.text.observe(lambda _: self.render(), names="value")
+        self.rows, self.renders = [], 0
+        self.render()
+
+    def render(self) -> None:
+        try:
+            ids = check_text(self.vocab, self.text.value, self.model.config.block_size)
+        except ValueError as err:
+            self.status.value = f"<span style='color:#c00'>{html.escape(str(err))}</span>"
+            return
+        probs, tokens = next_token_lens(self.model, ids, self.k)
+        self.rows = [(b, [(token_label(self.vocab, int(t)), float(p)) for t, p in zip(tokens[b], probs[b], strict=True)])
+                     for b in range(len(probs))]
+        cells = "".join(
+            f"<tr><td>after block {b}{' (the prediction)' if b == len(self.rows) - 1 else ''}</td>"
+            + "".join(f"<td>{html.escape(t)} <small>{p:.2f}</small></td>" for t, p in row) + "</tr>"
+            for b, row in self.rows)
+        self.table.value = f"<table>{cells}</table>"
+        self.status.value = f"<small>the next token after {html.escape(self.text.value)}, block by block</small>"
+        self.renders += 1
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.ui._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = "[next-token lens: needs a live Jupyter kernel; the site runs it in the browser]"
         return bundle

@@ -16,16 +16,13 @@
 # %% [markdown]
 # # 03 · Attention (注意力)
 #
-# An embedding gives each character a vector of its own, but the meaning of a character
-# depends on its neighbours: 国 in 中国 and in 国家 plays different roles, and predicting
-# the character after 我国大部 needs the whole phrase, not just 部. Attention is the layer
-# that lets every position gather information from the other positions of its sequence,
-# with weights the model computes from the content itself. It is the one piece of a GPT
-# that mixes information *across* positions; everything else works on each position
-# separately. We build it from dot products, add the two masks a GPT needs (causal and
-# padding), split it into heads, check it against `course_utils` and PyTorch, look at its
-# weights on a real news sentence, and count its price, which grows with the square of
-# the sequence length.
+# The meaning of a character depends on its neighbours: predicting what follows 我国大部 needs
+# the whole phrase, not just 部. Attention lets every position gather information from the
+# other positions of its sequence, with weights computed from the content itself; it is the
+# one piece of a GPT that mixes information *across* positions. We build it from dot products,
+# add the causal and padding masks, split it into heads, check it against `course_utils` and
+# PyTorch, look at its weights (in a trained GPT too, for your own text), and count its price,
+# which grows with the square of the sequence length.
 #
 # **Learning goals**
 #
@@ -168,22 +165,18 @@ assert 0.25 < unscaled.grad_norm[1024] / scaled.grad_norm[1024] < 0.45
 assert all(scaled[c].max() / scaled[c].min() < 1.25 for c in ["score_var", "max_weight", "grad_norm"])
 
 # %% [markdown]
-# The unscaled score variance tracks $d_k$ (the ratio is printed under the picture), the
-# scaled one stays near 1. Without the scale, by $d_k = 64$ (a typical head size; our `gpu`
-# profile uses 256 / 8 = 32) the softmax already puts most of its weight on one key, and
-# from $d_k = 16$ on the gradient reaching the scores falls as $d_k$ grows (at $d_k = 1024$
-# it is about a third of its scaled value). With the scale, all three curves are flat: the
-# head size no longer changes how peaked attention is at initialisation, or how much
-# gradient gets through.
+# The unscaled score variance tracks $d_k$ (the ratio printed above), the scaled one stays near
+# 1. Without the scale, by $d_k = 64$ (a typical head size) the softmax puts most of its weight
+# on one key, and from $d_k = 16$ on the gradient reaching the scores falls (at $d_k = 1024$ to
+# about a third of its scaled value). With the scale, all three curves are flat.
 #
 # ## 3. The causal mask
 #
-# A GPT predicts token $t+1$ from tokens $1..t$, at every position at once; if position $t$
-# could attend to $t+1$ it would simply read the answer. The **causal mask** (因果掩码) lets
-# query $t$ see keys $s \le t$ only: a lower-triangular matrix of `True`. Masked scores
-# become $-\infty$ before the softmax, so their weights are exactly 0 and the others still
-# sum to 1. The check that matters: change the *last* key and value, and no earlier output
-# may move.
+# A GPT predicts token $t+1$ from tokens $1..t$ at every position at once; if position $t$
+# could attend to $t+1$ it would read the answer. The **causal mask** (因果掩码) lets query $t$
+# see keys $s \le t$ only (a lower-triangular `True` matrix); masked scores become $-\infty$
+# before the softmax. The check that matters: change the *last* key and value, and no earlier
+# output may move.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -208,17 +201,13 @@ assert torch.equal(o2[:-1], o[:-1]) and not torch.allclose(o2[-1], o[-1])
 # ## 4. The padding mask
 #
 # To batch sentences of different lengths we pad them with `<pad>` (id 0) to a common length
-# (chapter 02). Padding is not text, so no real token should attend to it. The **padding
-# mask** (填充掩码), `True` at real tokens, is shaped `(B, 1, 1, T)` so that it broadcasts over
-# heads and queries and hides *keys*; it combines with the causal mask by a logical and.
-# Does it matter? We run two real headlines through a random embedding and a randomly
-# initialised attention layer (we test mechanics, not meaning) and compare the short
-# sentence's outputs alone and inside a padded batch:
+# (chapter 02); no real token should attend to a pad. The **padding mask** (填充掩码), `True` at
+# real tokens, shaped `(B, 1, 1, T)`, broadcasts over heads and queries, hides *keys*, and
+# combines with the causal mask by a logical and. Does it matter? Two real headlines through a
+# random embedding and attention layer (mechanics, not meaning), the short one alone and padded:
 #
-# - **right padding** (pads after the text, as in training): causality already hides every
-#   pad from every real token;
-# - **left padding** (pads first, common when batching prompts): without the mask every
-#   real token attends to the pads.
+# - **right padding** (pads after the text, as in training): causality already hides them;
+# - **left padding** (pads first, common for prompts): without the mask every token reads them.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -298,20 +287,17 @@ if torch.__version__ >= "2.5":  # the next paragraph: zeros since PyTorch 2.5
 #
 # ## 5. Multi-head attention
 #
-# One attention layer computes one notion of "relevant" per position; a position may need
-# several at once (the previous character, the subject, the last punctuation mark).
-# **Multi-head attention** (多头注意力) runs $h$ attentions in parallel on
-# $d_\text{model}/h$-dimensional slices, concatenates their outputs and mixes them with an
-# output projection:
+# A position may need several notions of "relevant" at once (the previous character, the
+# subject, the last punctuation mark). **Multi-head attention** (多头注意力) runs $h$ attentions
+# in parallel on $d_\text{model}/h$-dimensional slices, concatenates and projects them:
 #
 # $$\mathrm{head}_i = \mathrm{Attention}(XW_i^Q, XW_i^K, XW_i^V),\qquad
 # \mathrm{MHA}(X) = [\mathrm{head}_1; \dots; \mathrm{head}_h]\,W^O .$$
 #
-# In code we do not loop over heads: one $d_\text{model}\times d_\text{model}$ projection
-# computes all heads' queries, and a reshape `(B, T, C) → (B, T, h, C/h) → (B, h, T, C/h)`
-# puts the heads next to the batch dimension, where `my_attention` treats them as a batch.
-# So the heads really are independent: head 0 is plain attention on the first
-# $d_\text{model}/h$ columns of the projected queries, keys and values (checked below).
+# In code one $d_\text{model}\times d_\text{model}$ projection computes all heads' queries, and
+# a reshape `(B, T, C) → (B, T, h, C/h) → (B, h, T, C/h)` puts the heads beside the batch
+# dimension, where `my_attention` treats them as a batch: head 0 is plain attention on the
+# first $d_\text{model}/h$ columns of the projections (checked below).
 
 # %%
 class MyMultiHeadAttention(nn.Module):
@@ -506,13 +492,28 @@ looks_back = all(bool((w_toy[0, :, chars.index(a)].argmax(-1) == chars.index(b))
 config.claim("in every head, query 国 looks at 我 most and query 大 at 国", looks_back)
 
 # %% [markdown]
-# Every trained head puts most of its weight on the sub-diagonal (the claims above): query
-# 国 looks at 我, query 大 at 国, the "previous token" pattern the task needs. A hundred steps
-# do not make it perfect: a few rows of the heatmap still give part of their weight to
-# other keys, and the accuracy printed above is below 100%. (A short `ci` run stops while
-# the pattern is still forming.) Real language models learn such previous-token heads early
-# in training, together with many less legible ones. Heatmaps are a good sanity check of
-# masks and shapes; be careful reading *meaning* into them.
+# Every trained head puts most of its weight on the sub-diagonal (the claims above), the
+# "previous token" pattern the task needs, not yet perfectly (the accuracy above). Language
+# models learn such heads early, with many less legible ones: read *meaning* into heatmaps with care.
+#
+# **Your own text, in a trained GPT.** Below, every head of chapter 05's news GPT for the
+# text you type, from the site's own model file (what the page's explorer computes in your
+# browser). Look for heads that read the previous character, punctuation, or an earlier copy.
+
+# %%
+from course_utils import export, interpret
+from course_utils.widgets import AttentionExplorer
+
+site_gpt, site_vocab, site_meta = export.load_browser(config.REPO / "book" / "_static" / "models" / "news.js")
+maps = interpret.attention_maps(site_gpt, site_vocab.encode("中国人民的生活水平不断提高"))
+print(f"the site's news GPT ({site_meta['profile']} profile): maps {tuple(maps.shape)} "
+      f"(layer, head, query, key); rows sum to 1: {bool(torch.allclose(maps.sum(-1), torch.ones(1)))}")
+AttentionExplorer(site_gpt, site_vocab)
+
+# %% [markdown]
+# <div class="gpt-attention" data-model="news" data-text="中国人民的生活水平不断提高" data-layer="0" data-head="all"><p><em>(In JupyterLab this box stays empty: use the explorer above. On the book's website it is a live attention explorer.)</em></p></div>
+# <script src="../_static/gpt.js"></script>
+# <script src="../_static/gpt-demo.js"></script>
 #
 # ## 8. The price: quadratic in the sequence length
 #

@@ -16,16 +16,14 @@
 # %% [markdown]
 # # 04 · The GPT block and the whole model
 #
-# Attention mixes information across positions, but on its own it is a weighted average:
-# it cannot transform what it gathers, and a stack of bare attention layers is hard to
-# train. The transformer block adds the missing pieces: a LayerNorm before each sub-layer
-# to keep activations at a steady scale, a position-wise MLP that does the per-token
-# computation, and residual connections that let every block *add* to a shared stream
-# instead of replacing it. Stack the blocks between an embedding and a read-out layer and
-# you have the GPT that the rest of the book trains, samples from and fine-tunes. We build
-# each piece inline and check it against `course_utils.model` on the same weights, measure
-# why the norm goes *before* the sub-layer, count every parameter, and check the two
-# properties an untrained GPT must already have: a loss of about $\ln V$ and causality.
+# Attention mixes information across positions, but it is a weighted average: it cannot
+# transform what it gathers. The transformer block adds a LayerNorm before each sub-layer (a
+# steady scale), a position-wise MLP (the per-token computation) and residual connections
+# (every block *adds* to a shared stream). Stack blocks between an embedding and a read-out
+# and you have the GPT the rest of the book trains. We build each piece inline and check it
+# against `course_utils.model`, measure why the norm goes *before* the sub-layer, count every
+# parameter, check a loss of about $\ln V$ and causality, and watch a trained GPT's prediction
+# form block by block.
 #
 # **Learning goals**
 #
@@ -34,7 +32,8 @@
 # - assemble the GPT (embeddings, blocks, final norm, tied head) and count its parameters in
 #   closed form, per component, with and without weight tying;
 # - predict the loss at initialisation ($\approx \ln V$) and check it on real news batches;
-# - test causality: changing a later token must leave earlier logits unchanged.
+# - test causality: changing a later token must leave earlier logits unchanged;
+# - read the prediction after every block with a next-token lens.
 
 # %%
 from course_utils import config, plots
@@ -51,17 +50,15 @@ config.seed_everything(0)
 #
 # *The GPT of `course_utils.model`: pre-LayerNorm blocks only add to the residual stream, and the output head reuses the token-embedding matrix.*
 #
-# A sequence of token ids $t_1..t_T$ becomes a matrix $x^{(0)} \in \mathbb{R}^{T\times d}$
-# ($d = d_\text{model}$): row $i$ is the token's embedding plus the embedding of position $i$.
-# Then $L$ identical blocks each read the **residual stream** (残差流) $x$ and add their
-# updates to it:
+# Token ids $t_1..t_T$ become $x^{(0)} \in \mathbb{R}^{T\times d}$ ($d = d_\text{model}$; row
+# $i$: the token's embedding plus position $i$'s), and $L$ identical blocks each read the
+# **residual stream** (残差流) $x$ and add their updates to it:
 #
 # $$h = x + \mathrm{MHA}\big(\mathrm{LN}_1(x)\big), \qquad
 # x' = h + \mathrm{MLP}\big(\mathrm{LN}_2(h)\big).$$
 #
-# A final LayerNorm and a linear layer map each row to $V$ logits, one per vocabulary entry:
-# the model's guess for the next token at every position. Here are the sizes this notebook
-# uses (the profile's model, on the news vocabulary):
+# A final LayerNorm and a linear layer map each row to $V$ logits: the guess for the next
+# token at every position. The sizes here (the profile's model, the news vocabulary):
 
 # %%
 from course_utils import artifacts
@@ -82,8 +79,7 @@ print(f"V={V}  d_model={d_model}  n_heads={n_heads}  n_layers={n_layers}  d_ff={
 # $$\mathrm{LN}(x) = \gamma \odot \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta,
 # \qquad \mu = \frac1d\sum_j x_j,\quad \sigma^2 = \frac1d\sum_j (x_j-\mu)^2 .$$
 #
-# Whatever the scale of the stream, a sub-layer then sees inputs with mean 0 and variance
-# 1 per token (before $\gamma, \beta$).
+# Whatever the stream's scale, a sub-layer sees mean 0 and variance 1 per token (before $\gamma, \beta$).
 
 # %%
 import torch
@@ -197,17 +193,14 @@ assert diff < 1e-5
 #
 # The original Transformer (2017) normalised *after* each residual addition,
 # $x' = \mathrm{LN}(x + f(x))$ ("post-norm"); GPT-2 moved the norm to the *input* of each
-# sub-layer, $x' = x + f(\mathrm{LN}(x))$ ("pre-norm"), and added a final LayerNorm before
-# the head. The difference is where the identity path runs. In pre-norm the stream is a
-# plain sum, $x^{(L)} = x^{(0)} + \sum_\ell f_\ell(\cdot)$, so the loss reaches every block
-# through an untouched identity; in post-norm the gradient to block $\ell$ must cross the
-# LayerNorms of every later block.
+# sub-layer, $x' = x + f(\mathrm{LN}(x))$ ("pre-norm"), plus a final LayerNorm. In pre-norm
+# the stream is a plain sum, $x^{(L)} = x^{(0)} + \sum_\ell f_\ell(\cdot)$, so the loss reaches
+# every block through an untouched identity; in post-norm the gradient to block $\ell$ crosses
+# the LayerNorms of every later block.
 #
-# We measure both at initialisation, with *the same weights*: a 24-block stack of the
-# profile's width, initialised as `course_utils.model.GPT` does, its blocks copied into
-# pre-norm and post-norm `MyBlock`s, run on a batch of real news text. We record the
-# root-mean-square of the residual stream after each block and, after one backward pass of
-# the language-model loss, the gradient norm of each block's parameters.
+# We measure both at initialisation with *the same weights*: a 24-block stack of the profile's
+# width, its blocks copied into pre-norm and post-norm `MyBlock`s, on real news text: the
+# residual stream's root-mean-square after each block, and each block's gradient norm.
 
 # %%
 import math
@@ -283,24 +276,17 @@ config.claim(f"post-norm: blocks 2-{depth} get nearly equal gradients (within ×
 # %% [markdown]
 # What the measurement shows (the claims above, the numbers in the table):
 #
-# - **Activation scale.** In post-norm the stream is renormalised after every sub-layer, so
-#   its rms is pinned at 1. In pre-norm nothing normalises the stream itself: it starts at
-#   the scale of the embeddings and grows as each block adds its update. (`course_utils`
-#   draws token and position embeddings with standard deviation 0.02, so their sum has an
-#   rms near $0.02\sqrt2 \approx 0.028$; GPT-2 drew its position embeddings with 0.01.)
-#   That is why a pre-norm GPT needs the final LayerNorm before the head, and why each
-#   sub-layer reads a normalised *copy*.
-# - **Gradients.** In pre-norm every block gets a gradient of the same order, the first
-#   block more than the last. In post-norm, with this small initialisation, the blocks
-#   above the first receive nearly equal gradients too, but more than an order of magnitude
-#   smaller than in pre-norm; the first block (which reads the raw, tiny embeddings before
-#   any norm) stands apart, with over five times the gradient of any of them.
+# - **Activation scale.** Post-norm pins the stream's rms at 1. In pre-norm nothing normalises
+#   the stream itself: it starts at the embeddings' scale (both drawn with standard deviation
+#   0.02, so an rms near $0.02\sqrt2 \approx 0.028$; GPT-2 drew positions with 0.01) and grows
+#   as each block adds to it. Hence the final LayerNorm, and sub-layers that read a normalised *copy*.
+# - **Gradients.** In pre-norm every block gets a gradient of the same order, the first more
+#   than the last. In post-norm the blocks above the first get nearly equal gradients, over an
+#   order of magnitude smaller; the first (reading the raw, tiny embeddings) stands apart.
 #
-# At initialisation, then, neither wiring's gradient vanishes on its way down the 24
-# blocks. The difference shows up in training: post-norm transformers are known to need a
-# learning-rate warm-up to train stably, pre-norm ones much less (Xiong et al., 2020, *On
-# Layer Normalization in the Transformer Architecture*); chapter 05 uses pre-norm *and* a
-# warm-up.
+# At initialisation neither wiring's gradient vanishes down the 24 blocks. The difference shows
+# in training: post-norm transformers need a learning-rate warm-up to train stably, pre-norm
+# ones much less (Xiong et al., 2020); chapter 05 uses pre-norm *and* a warm-up.
 #
 # ## 6. The whole GPT, inline, and `course_utils.model.GPT`
 #
@@ -349,16 +335,14 @@ assert torch.allclose(logits_mine, logits_lib, atol=1e-5) and abs(loss_mine - lo
 #
 # ## 7. Counting parameters
 #
-# Every parameter sits in a few matrices whose sizes follow from the configuration. Per
-# block: two LayerNorms ($2\cdot 2d$), attention ($W^{QKV}$: $3d^2 + 3d$, $W^O$: $d^2 + d$)
-# and the MLP ($2 d\, d_\text{ff} + d_\text{ff} + d$). Around them: the embeddings ($Vd$ and
+# Per block: two LayerNorms ($2\cdot 2d$), attention ($W^{QKV}$: $3d^2 + 3d$, $W^O$: $d^2 + d$)
+# and the MLP ($2 d\, d_\text{ff} + d_\text{ff} + d$). Around them: the embeddings ($Vd$,
 # $T_\text{block}\, d$) and the final LayerNorm ($2d$); the tied head adds nothing.
 #
 # $$N = Vd + T_\text{block}\,d + L\,\big(4d^2 + 2d\,d_\text{ff} + 9d + d_\text{ff}\big) + 2d .$$
 #
-# `course_utils.model.count_parameters` is this formula (with a `bias=False` variant). We
-# compare both with the real count for the course configuration (the `gpu` profile) and
-# for the `cpu` and `ci` profiles.
+# `course_utils.model.count_parameters` is this formula; both against the real count, for the
+# course configuration (`gpu`) and the `cpu` and `ci` profiles.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -382,8 +366,7 @@ assert (counts.formula == counts.actual).all() and (counts.count_parameters == c
 print(counts.to_string())
 
 # %% [markdown]
-# The three columns agree for all three sizes. Where do the course model's 6 million
-# parameters sit? We group the real parameters of the `gpu`-profile model by name:
+# The three columns agree. Where do the course model's 6 million parameters sit? By name:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -440,9 +423,8 @@ print(f"summing the state_dict gives {state_dict_sum:,}: the tied matrix counted
 assert state_dict_sum == untied
 
 # %% [markdown]
-# Besides the saving (a sixth of the untied model, printed above), tying makes every logit
-# a similarity to an input embedding, which helps rare characters: their input rows would
-# otherwise learn from very few examples.
+# Besides the saving (printed above), tying makes every logit a similarity to an input
+# embedding, which helps rare characters, whose input rows would learn from few examples.
 #
 # ## 9. The loss at initialisation
 #
@@ -478,16 +460,12 @@ init_df.round(4)
 
 # %% [markdown]
 # Real and random targets both give a loss close to $\ln V$, and the logits' standard
-# deviation matches the predicted $0.02\sqrt{d}$ (both printed above): at initialisation
-# the model has no preference for the true next character. The third row is lower, and not
-# because the model learned anything: with tied weights, the logit of the *input* token at
-# its own position is the dot product of the final hidden state (at initialisation mostly
-# that token's embedding plus its position's, normalised) with that same embedding, which
-# is usually larger than its dot product with any other row: at most positions (the claim
-# above) the input token gets the largest logit. So a test that uses `targets = inputs` as
-# a shortcut would report a misleadingly low initial loss; use real or random targets. A
-# loss far above $\ln V$ at step 0 means the initialisation is off (for example logits of
-# standard deviation 1 or more).
+# deviation matches $0.02\sqrt{d}$ (printed above): at initialisation the model prefers no
+# character. The third row is lower without any learning: with tied weights, the *input*
+# token's logit is the dot product of the final hidden state (mostly that token's embedding,
+# normalised) with that same embedding, usually the largest (the claim above). So
+# `targets = inputs` as a shortcut reports a misleadingly low initial loss; a loss far above
+# $\ln V$ at step 0 means the initialisation is off.
 #
 # ## 10. Causality
 #
@@ -534,6 +512,31 @@ for bad, what in [(torch.randint(3, V, (1, block_size + 1)), "too long"),
         print(f"{what}: ValueError: {err}")
 
 # %% [markdown]
+# ## 11. Reading the prediction block by block
+#
+# Only the end of the GPT (the final LayerNorm and the tied head) turns the residual stream into
+# a next-token distribution. Apply that end after *every* block (a **logit lens**) to watch the
+# prediction form. Below, chapter 05's trained news GPT, from the site's own model file (what
+# the page's lens computes); after the last block the lens *is* the model's prediction.
+
+# %%
+from course_utils import export, interpret
+from course_utils.widgets import LensWidget
+
+site_gpt, site_vocab, _ = export.load_browser(config.REPO / "book" / "_static" / "models" / "news.js")
+text = "中国人民的生活水平不断"
+probs, tokens = interpret.next_token_lens(site_gpt, site_vocab.encode(text), k=3)
+own = site_gpt(torch.tensor([site_vocab.encode(text)]))[0][0, -1].softmax(-1).topk(3)
+assert torch.equal(tokens[-1], own.indices), "the last block's lens is the model's own prediction"
+for b in range(len(tokens)):
+    print(f"after block {b}:", "  ".join(f"{site_vocab.decode([int(t)])} {p:.2f}" for t, p in zip(tokens[b], probs[b])))
+LensWidget(site_gpt, site_vocab, text)
+
+# %% [markdown]
+# <div class="gpt-lens" data-model="news" data-text="中国人民的生活水平不断" data-k="5"><p><em>(In JupyterLab this box stays empty: use the lens above. On the book's website it is a live next-token lens.)</em></p></div>
+# <script src="../_static/gpt.js"></script>
+# <script src="../_static/gpt-demo.js"></script>
+#
 # > **Pitfalls.**
 # > - *Post-norm by accident.* `x = ln(x + attn(x))` and `x = x + attn(ln(x))` differ by one
 # >   parenthesis. The GPT is pre-norm, and then it needs the final LayerNorm: the stream
@@ -632,10 +635,8 @@ _ = ch04.check_block_forward(block_forward)
 # ## Summary
 #
 # - A pre-norm block is $h = x + \mathrm{MHA}(\mathrm{LN}_1 x)$, $x' = h +
-#   \mathrm{MLP}(\mathrm{LN}_2 h)$: attention mixes positions, the MLP transforms each
-#   position, LayerNorm keeps each sub-layer's input at unit scale, and the residual stream
-#   carries everything from block to block. Our inline block and GPT give the same outputs
-#   as `course_utils.model.Block`/`GPT` on the same weights.
+#   \mathrm{MLP}(\mathrm{LN}_2 h)$: attention mixes positions, the MLP transforms each, and
+#   the residual stream carries everything; our inline versions match `course_utils.model`.
 # - Measured at initialisation: pre-norm leaves the stream unnormalised (it grows with
 #   depth, so a final LayerNorm is needed) and passes gradients of the same order to every
 #   block; post-norm pins the stream at unit scale.
@@ -643,7 +644,7 @@ _ = ch04.check_block_forward(block_forward)
 #   has exactly the closed-form parameter count of section 7; two thirds of each block are
 #   MLP, and weight tying saves a sixth of the untied model.
 # - At initialisation the loss is close to $\ln V$ on real text, and changing a token leaves every
-#   earlier logit bit-for-bit unchanged.
+#   earlier logit bit-for-bit unchanged. A lens reads a trained GPT's guess after every block.
 #
 # **Next**, chapter 05 trains this GPT on the news corpus with `course_utils.train`: AdamW,
 # warm-up and cosine decay, evaluation on the validation split, and checkpoints.

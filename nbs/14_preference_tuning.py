@@ -53,7 +53,7 @@ from course_utils import preference as pref
 profile = config.get_profile()
 config.seed_everything(0)
 plots.setup()
-print(f"profile: {profile.name} ({profile.description})")
+print(config.summary(profile))
 print(timing.machine_line())
 
 # %% [markdown]

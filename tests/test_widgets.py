@@ -90,3 +90,32 @@ def test_token_labels_are_printable(lm):
     _, vocab = lm
     assert widgets.token_label(vocab, 2) == "<sep>"
     assert widgets.token_label(vocab, vocab.token2idx["今"]) == "今"
+
+
+def test_compare_widget_generates_from_every_model_with_a_verdict(lm):
+    import torch
+
+    model, vocab = lm
+    reward = lambda ids: torch.full((ids.size(0),), 0.75)
+    w = widgets.CompareWidget({"a": model, "b": model}, vocab, reward, prompt="今天", max_new_tokens=8)
+    assert set(w.results) == {"a", "b"} and all(r["reward"] == 0.75 for r in w.results.values())
+    assert "正面" in w.columns["a"].value
+    w.greedy.value = True
+    assert w.results["a"]["text"] == w.results["b"]["text"]       # the same model, greedy
+    w.prompt.value = ""
+    assert "empty" in w.status.value
+
+
+def test_attention_explorer_and_lens_follow_the_text(lm):
+    model, vocab = lm
+    ex = widgets.AttentionExplorer(model, vocab, "今天")
+    assert ex.renders == 1 and ex.maps.shape[-1] == len(vocab.encode("今天"))
+    ex.text.value = "今天今天"
+    ex.head.value = 0
+    assert ex.renders == 3 and ex.maps.shape[-1] == 4 and ex.chart.value[:4] == b"\x89PNG"
+    ex.text.value = "☃"
+    assert "vocabulary" in ex.status.value
+    lens = widgets.LensWidget(model, vocab, "今天", k=3)
+    assert len(lens.rows) == model.config.n_layers and all(len(r) == 3 for _, r in lens.rows)
+    lens.text.value = "今天" * 20
+    assert "block" in lens.status.value
