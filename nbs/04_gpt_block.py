@@ -16,14 +16,13 @@
 # %% [markdown]
 # # 04 · The GPT block and the whole model
 #
-# Attention mixes information across positions, but it is a weighted average: it cannot
-# transform what it gathers. The transformer block adds a LayerNorm before each sub-layer (a
-# steady scale), a position-wise MLP (the per-token computation) and residual connections
-# (every block *adds* to a shared stream). Stack blocks between an embedding and a read-out
-# and you have the GPT the rest of the book trains. We build each piece inline and check it
-# against `course_utils.model`, measure why the norm goes *before* the sub-layer, count every
-# parameter, check a loss of about $\ln V$ and causality, and watch a trained GPT's prediction
-# form block by block.
+# Attention mixes information across positions, but it is a weighted average: it cannot transform
+# what it gathers. The transformer block adds a LayerNorm before each sub-layer (a steady scale), a
+# position-wise MLP (the per-token computation) and residual connections (every block *adds* to a
+# shared stream). Stack blocks between an embedding and a read-out and you have the GPT the rest of
+# the book trains. We build each piece inline and check it against `course_utils.model`, measure why
+# the norm goes *before* the sub-layer, count every parameter, check a loss of about $\ln V$ and
+# causality, and watch a trained GPT's prediction form block by block.
 #
 # **Learning goals**
 #
@@ -459,13 +458,12 @@ config.claim(f"targets = inputs gives {loss_copy:.3f}, over 0.5 below the real t
 init_df.round(4)
 
 # %% [markdown]
-# Real and random targets both give a loss close to $\ln V$, and the logits' standard
-# deviation matches $0.02\sqrt{d}$ (printed above): at initialisation the model prefers no
-# character. The third row is lower without any learning: with tied weights, the *input*
-# token's logit is the dot product of the final hidden state (mostly that token's embedding,
-# normalised) with that same embedding, usually the largest (the claim above). So
-# `targets = inputs` as a shortcut reports a misleadingly low initial loss; a loss far above
-# $\ln V$ at step 0 means the initialisation is off.
+# Real and random targets both give a loss close to $\ln V$, and the logits' standard deviation
+# matches $0.02\sqrt{d}$ (printed above): at initialisation the model prefers no character. The
+# third row is lower without any learning: with tied weights, the *input* token's logit is the
+# dot product of the final hidden state (mostly that token's embedding, normalised) with that
+# same embedding, usually the largest (the claim above). So `targets = inputs` reports a
+# misleadingly low initial loss; a loss far above $\ln V$ at step 0 means a bad initialisation.
 #
 # ## 10. Causality
 #
@@ -515,9 +513,8 @@ for bad, what in [(torch.randint(3, V, (1, block_size + 1)), "too long"),
 # ## 11. Reading the prediction block by block
 #
 # Only the end of the GPT (the final LayerNorm and the tied head) turns the residual stream into
-# a next-token distribution. Apply that end after *every* block (a **logit lens**) to watch the
-# prediction form. Below, chapter 05's trained news GPT, from the site's own model file (what
-# the page's lens computes); after the last block the lens *is* the model's prediction.
+# a next-token distribution. Apply it after *every* block (a **logit lens**) to watch the prediction
+# form, here in the site's news GPT (what the page's lens computes); the last row *is* the prediction.
 
 # %%
 from course_utils import export, interpret
@@ -529,7 +526,10 @@ probs, tokens = interpret.next_token_lens(site_gpt, site_vocab.encode(text), k=3
 own = site_gpt(torch.tensor([site_vocab.encode(text)]))[0][0, -1].softmax(-1).topk(3)
 assert torch.equal(tokens[-1], own.indices), "the last block's lens is the model's own prediction"
 for b in range(len(tokens)):
-    print(f"after block {b}:", "  ".join(f"{site_vocab.decode([int(t)])} {p:.2f}" for t, p in zip(tokens[b], probs[b])))
+    print(f"after block {b}:", "  ".join(f"{site_vocab.decode([int(t)])} {p:.2f}" for t, p in zip(tokens[b], probs[b], strict=True)))
+guess = [site_vocab.decode([int(t[0])]) for t in tokens]
+config.claim(f"the top guess after block 0 ({guess[0]}) is not the model's ({guess[-1]}): later blocks change it",
+             guess[0] != guess[-1])
 LensWidget(site_gpt, site_vocab, text)
 
 # %% [markdown]

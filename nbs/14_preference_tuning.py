@@ -389,10 +389,11 @@ config.claim(f"without the penalty the reward rises higher ({h['mean reward']:.3
 #
 # ## 10. Before and after, side by side
 #
-# The policy the chapter saves is the best one above; the site exports it (int8, like the other
-# browser models) next to the untuned policy and the reward model. In JupyterLab the widget below
-# generates from both for your own prompt; on the book's website the box after it does the same
-# in your browser.
+# The policy the chapter saves is the best one above; `tools/browser_models.py` exports it (int8,
+# like the other browser models) next to the untuned policy and the reward model, and
+# `tests/test_preference.py` checks that the site's `positive.js` continues 这本书 exactly as the
+# line below prints. In JupyterLab the widget below generates from both for your own prompt; on
+# the book's website the box after it does the same in your browser.
 
 # %%
 from course_utils import export, sampling
@@ -405,11 +406,6 @@ page_copy = export.browser_model(tuned, "int8")          # what the page compute
 start = torch.tensor([vocab.encode("这本书")])
 greedy = sampling.generate(page_copy, start, 24, temperature=0, stop_tokens=[2])[0, 3:].tolist()
 print(f"the tuned policy as the page computes it, greedy after 这本书: 这本书{vocab.decode(greedy, skip_special=True)}")
-site_model, _, site_meta = export.load_browser(config.REPO / "book" / "_static" / "models" / "positive.js")
-site = sampling.generate(site_model, start, 24, temperature=0, stop_tokens=[2])[0, 3:].tolist()
-print(f"the site's positive.js ({site_meta['profile']} profile):",
-      "this chapter's policy ✓" if site == greedy else
-      "a policy from the book's own run (tuning amplifies rounding: another machine tunes another one)")
 CompareWidget({"untuned": policy_start, best_name: tuned}, vocab, reward_fn)
 
 # %% [markdown]

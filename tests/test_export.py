@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import tiny_gpt, tiny_lm
 
-from course_utils import export, preference, sampling
+from course_utils import export, interpret, preference, sampling
 from course_utils.cli import export as cli_export
 from course_utils.finetune import GPTClassifier, apply_lora, merge_lora
 from course_utils.quantize import quantize_model
@@ -271,6 +271,63 @@ def test_gpt_js_classifies_as_pytorch_does(lm, tmp_path):
     assert float((torch.tensor(out["features"]) - features).abs().max()) < 1e-5
     assert float((torch.tensor(out["probs"], dtype=torch.float64) - probs.double()).abs().max()) < 1e-6
     assert "not a classifier" in out["lm"] and "exceed block_size" in out["long"]
+
+
+INSIDE_SCRIPT = """
+globalThis.window = globalThis;
+require(process.argv[2]);
+require(process.argv[3]);
+const G = globalThis.GPTBook, rows = require(process.argv[4]), m = G.model("deep");
+const out = {maps: rows.map(ids => G.attentionMaps(m, ids).map(l => l.map(h => h.map(r => Array.from(r))))),
+             lens: rows.map(ids => G.lens(m, ids, 3)),
+             last: rows.map(ids => Array.from(G.softmax(m.forward(ids, true)[ids.length - 1]))),
+             ids: ["  ", "☃☃", "你好".repeat(9), "你好?"].map(t => {
+               try { return G.checkText(m.vocab, m.vocab.toFullwidth(t), m.config.block_size); }
+               catch (e) { return e.message; } })};
+for (const [key, f] of [["empty", () => G.lens(m, [], 3)], ["long", () => G.attentionMaps(m, Array(17).fill(3))],
+                        ["k", () => G.lens(m, [3], 0)]]) {
+  try { f(); } catch (e) { out[key] = e.message; }
+}
+const g = G.generate(m, rows[0], 5, {temperature: 0});     // recording off again: generation as before
+out.after = {recording: m.recording, greedy: g};
+process.stdout.write(JSON.stringify(out));
+"""
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js is not installed (the e2e checks run gpt.js in Chromium)")
+def test_gpt_js_looks_inside_as_pytorch_does(lm, tmp_path):
+    """GPTBook.attentionMaps, lens and checkText against course_utils.interpret (two layers)."""
+    from course_utils.data import to_fullwidth
+
+    _, vocab = lm
+    deep = tiny_gpt(len(vocab), 16, d_model=16, n_heads=2, n_layers=2, d_ff=32, scale=8.0)
+    path = export.to_browser(deep, vocab, tmp_path / "deep.js", name="deep")
+    model = export.load_browser(path)[0]                          # the weights the page reads
+    rows = [vocab.encode(t) for t in ["今天天气很好。", "好", "你好吗？我很好！人民日报记者报道"]]
+    assert len(rows[-1]) == model.config.block_size
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    (tmp_path / "run.js").write_text(INSIDE_SCRIPT)
+    done = subprocess.run([NODE, str(tmp_path / "run.js"), str(GPT_JS), str(path), str(tmp_path / "rows.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    for ids, maps, lens, last in zip(rows, out["maps"], out["lens"], out["last"], strict=True):
+        torch_maps = interpret.attention_maps(model, ids)
+        assert float((torch.tensor(maps) - torch_maps).abs().max()) < 1e-6
+        probs, tokens = interpret.next_token_lens(model, ids, 3)
+        assert [r["ids"] for r in lens] == tokens.tolist()
+        assert float((torch.tensor([r["probs"] for r in lens]) - probs.double()).abs().max()) < 1e-6
+        assert lens[-1]["probs"] == pytest.approx(sorted(last, reverse=True)[:3], abs=1e-12)  # the model's own
+    for text, got in zip(["  ", "☃☃", "你好" * 9, "你好?"], out["ids"], strict=True):
+        try:
+            expected = interpret.check_text(vocab, to_fullwidth(text, vocab), model.config.block_size)
+        except ValueError as err:
+            expected = str(err)
+        assert got == expected
+    assert "give at least one token" in out["empty"] and "exceed block_size" in out["long"]
+    assert "k must be a whole number" in out["k"]
+    greedy = sampling.generate(model, torch.tensor([rows[0]]), 5, temperature=0)[0, len(rows[0]):]
+    assert out["after"] == {"recording": None, "greedy": greedy.tolist()}
 
 
 # ---------------------------------------------------------------------------- the committed files

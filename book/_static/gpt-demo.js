@@ -1,5 +1,9 @@
 /* gpt-demo.js: the live demos on the book's pages, built on gpt.js (load that first).
  *
+ *   <div class="gpt-attention" data-model="news" data-text="..." data-layer="0" data-head="all">
+ *                                     chapter 03: every head's attention map for the text you type
+ *   <div class="gpt-lens" data-model="news" data-text="..." data-k="5">
+ *                                     chapter 04: the next token read after each block (a logit lens)
  *   <div class="gpt-explorer" data-model="news" data-prompt="中国人民" ...>  chapter 08's sliders
  *   <div class="gpt-chat" data-model="dialogue" ...>                          chapter 11's chat box
  *   <div class="gpt-compare" data-models="reviews,positive" data-reward="reward" ...>
@@ -100,6 +104,20 @@
 .gpt-demo .gpt-bar > div { height: 100%; }
 .gpt-demo .gpt-positive { color: #2ca02c; }
 .gpt-demo .gpt-negative { color: #d62728; }
+.gpt-demo svg text { font-family: inherit; }
+.gpt-demo select { padding: .15em .3em; }
+.gpt-demo .gpt-caption { color: var(--pst-color-text-muted, #666); font-size: .85em; margin: .3em 0; }
+.gpt-demo .gpt-maps { display: flex; flex-wrap: wrap; gap: .6em 1.2em; margin: .4em 0; }
+.gpt-demo .gpt-maps svg { max-width: 100%; height: auto; }
+.gpt-demo .gpt-maps rect[data-q]:hover { stroke: #d62728; stroke-width: 1.5; }
+.gpt-demo .gpt-hover { font-size: .9em; min-height: 1.3em; font-variant-numeric: tabular-nums; }
+.gpt-demo table.gpt-lens-table { border-collapse: collapse; margin: .4em 0; font-variant-numeric: tabular-nums; }
+.gpt-demo .gpt-lens-table th, .gpt-demo .gpt-lens-table td { padding: .2em .7em .2em 0; text-align: left;
+  border-bottom: 1px solid var(--pst-color-border, #ddd); vertical-align: top; white-space: nowrap; }
+.gpt-demo .gpt-lens-table th small { font-weight: normal; color: var(--pst-color-text-muted, #666); }
+.gpt-demo .gpt-lens-table .gpt-token { font-size: 1.15em; }
+.gpt-demo .gpt-lens-table .gpt-bar { width: 4em; height: .35em; margin-top: .15em; }
+.gpt-demo .gpt-lens-final td, .gpt-demo .gpt-lens-final th { font-weight: bold; }
 `;
 
   function addStyle() {
@@ -143,6 +161,200 @@
       chart.append(svg("text", { x: x + 14, y: y + 9 }, label));
     });
     return chart;
+  }
+
+  // ------------------------------------------------------------------ chapters 03 and 04: a text to look at
+
+  /* Read the text box (half-width ASCII written full-width first, as for a prompt) as
+   * interpret.check_text does: the ids, or null after putting the message in `error`. */
+  function readText(el, model, entry, error) {
+    try {
+      const ids = G.checkText(model.vocab, model.vocab.toFullwidth(entry.value), model.config.block_size);
+      error.textContent = "";
+      return ids;
+    } catch (err) {
+      error.textContent = err.message;
+      el.gptDemo.error = err.message;
+      return null;
+    }
+  }
+
+  /* Run `work` after the current event, once per burst; a failure is shown, never thrown. */
+  function later(el, error, work) {
+    let scheduled = false;
+    return () => {
+      if (scheduled) return;
+      scheduled = true;
+      setTimeout(() => {
+        scheduled = false;
+        try { work(); } catch (err) { error.textContent = `something went wrong: ${err.message}`; el.dataset.state = "error"; }
+      }, 0);
+    };
+  }
+
+  function range(n) { return Array.from({ length: n }, (_, i) => i); }
+
+  // ------------------------------------------------------------------ chapter 03: attention maps
+
+  const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+
+  /* A weight in [0, 1] as a colour of viridis, the notebook's colour map (dark: 0, yellow: 1). */
+  function viridis(v) {
+    const x = Math.min(1, Math.max(0, v)) * (VIRIDIS.length - 1);
+    const i = Math.min(Math.floor(x), VIRIDIS.length - 2), f = x - i;
+    return `rgb(${VIRIDIS[i].map((a, j) => Math.round(a + (VIRIDIS[i + 1][j] - a) * f)).join(",")})`;
+  }
+
+  /* One head's causal map (widgets.AttentionExplorer): a row per query, a column per key, a
+   * cell per pair the mask allows (none above the diagonal), the characters on both axes.
+   * `size`: the grid's width in pixels; the labels shrink with the cells. */
+  function attentionMap(labels, rows, title, size, headIndex) {
+    const T = labels.length, cell = size / T, font = Math.max(4, Math.min(14, cell * 0.8));
+    const left = font + 8, top = 18 + font + 6, W = left + size + 2, H = top + size + 2;
+    const map = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
+      "aria-label": title, class: "gpt-map", "data-head": headIndex });
+    map.append(svg("text", { x: left, y: 13 }, title));
+    const grid = svg("g", { "shape-rendering": "crispEdges" });
+    rows.forEach((row, q) => {
+      for (let k = 0; k <= q; k++) {
+        const cellRect = svg("rect", { x: left + k * cell, y: top + q * cell, width: cell, height: cell,
+          fill: viridis(row[k]), "data-q": q, "data-k": k, "data-w": row[k] });
+        cellRect.append(svg("title", {}, `${labels[q]} → ${labels[k]}: ${row[k].toFixed(3)}`));
+        grid.append(cellRect);
+      }
+    });
+    map.append(grid);
+    const style = `font-size: ${font.toFixed(1)}px`;     // inline: the stylesheet's 13px would win
+    labels.forEach((label, i) => {
+      const middle = (i + 0.5) * cell;
+      map.append(svg("text", { x: left + middle, y: top - 4, "text-anchor": "middle", style, class: "gpt-key" }, label));
+      map.append(svg("text", { x: left - 4, y: top + middle, "text-anchor": "end", "dominant-baseline": "central",
+        style, class: "gpt-query" }, label));
+    });
+    return map;
+  }
+
+  async function attention(el) {
+    const d = el.dataset;
+    const entry = h("input", { type: "text", value: d.text || "中国人民的生活水平不断提高", "aria-label": "text" });
+    const go = h("button", { type: "button", class: "gpt-update" }, "Update");
+    const layer = h("select", { name: "layer", "aria-label": "layer" });
+    const head = h("select", { name: "head", "aria-label": "head" });
+    const error = h("div", { class: "gpt-error", role: "alert" });
+    const maps = h("div", { class: "gpt-maps" });
+    const hover = h("div", { class: "gpt-hover" }, "\u00a0");
+    const caption = h("div", { class: "gpt-caption" },
+      "Row t is what the character at t (the query) reads from itself and the characters before it " +
+      "(the keys, in columns); each row sums to 1 and nothing lies above the diagonal, the causal mask. " +
+      "Dark is 0, yellow is 1. Look for heads that read the previous character (a bright line just " +
+      "below the diagonal), heads that gather at punctuation (a bright column under ， or 。), " +
+      "heads that find the same character earlier in the text, and heads that park their weight " +
+      "on the first character when nothing else fits.");
+    const status = h("div", { class: "gpt-status" }, "loading the model…");
+    el.replaceChildren(h("div", { class: "gpt-controls" }, entry, go, h("label", {}, "layer", layer),
+      h("label", {}, "head", head)), error, maps, hover, caption, status);
+    el.classList.add("gpt-demo");
+    el.gptDemo = { renders: 0 };
+
+    const model = await loadModel(d.model || "news");
+    const c = model.config, vocab = model.vocab;
+    layer.replaceChildren(...range(c.n_layers).map(l => h("option", { value: l }, `layer ${l}`)));
+    head.replaceChildren(h("option", { value: "all" }, "all heads"),
+      ...range(c.n_heads).map(i => h("option", { value: i }, `head ${i}`)));
+    if (Number(d.layer) >= 0 && Number(d.layer) < c.n_layers) layer.value = String(Number(d.layer));
+    if (Number(d.head) >= 0 && Number(d.head) < c.n_heads) head.value = String(Number(d.head));
+
+    let shown = null;                                  // the last text read: {ids, labels, maps, plain, ms}
+
+    function read() {
+      const ids = readText(el, model, entry, error);
+      if (!ids) return false;
+      const t0 = performance.now();
+      const weights = G.attentionMaps(model, ids);
+      shown = { ids, labels: ids.map(i => tokenLabel(vocab, i)), maps: weights, ms: performance.now() - t0,
+        plain: weights.map(l => l.map(rows => rows.map(r => Array.from(r)))) };
+      return true;
+    }
+
+    function draw() {
+      if (!shown) return;
+      const l = Number(layer.value), which = head.value === "all" ? "all" : Number(head.value);
+      const heads = which === "all" ? range(c.n_heads) : [which];
+      const T = shown.ids.length;
+      const size = which === "all" ? Math.max(200, Math.min(300, 16 * T)) : Math.max(320, Math.min(640, 28 * T));
+      maps.replaceChildren(...heads.map(i => attentionMap(shown.labels, shown.maps[l][i], `layer ${l}, head ${i}`, size, i)));
+      hover.textContent = "\u00a0";
+      status.textContent = `${T} token${T === 1 ? "" : "s"} · ${c.n_layers} layers × ${c.n_heads} heads of ` +
+        `weights in ${Math.round(shown.ms)} ms in your browser · point at a cell for its weight`;
+      el.gptDemo = { renders: el.gptDemo.renders + 1, ids: shown.ids, layer: l, head: which, maps: shown.plain,
+        error: null };
+      el.dataset.state = "ready";
+    }
+
+    maps.addEventListener("mouseover", e => {
+      const cell = e.target.closest && e.target.closest("rect[data-q]");
+      if (!cell || !shown) return;
+      const q = Number(cell.dataset.q), k = Number(cell.dataset.k), i = cell.closest("svg").dataset.head;
+      hover.textContent = `layer ${layer.value}, head ${i}: ${shown.labels[q]} (position ${q}) reads ` +
+        `${shown.labels[k]} (position ${k}) with weight ${Number(cell.dataset.w).toFixed(3)}`;
+    });
+    const update = later(el, error, () => { if (read()) draw(); });
+    go.addEventListener("click", update);
+    entry.addEventListener("keydown", e => { if (e.key === "Enter" && !e.isComposing) update(); });
+    const redraw = later(el, error, draw);
+    layer.addEventListener("change", redraw);
+    head.addEventListener("change", redraw);
+    if (read()) draw();
+    el.dataset.state = el.dataset.state || "ready";    // loaded, even if data-text was unreadable
+  }
+
+  // ------------------------------------------------------------------ chapter 04: the next-token lens
+
+  async function lensView(el) {
+    const d = el.dataset;
+    const entry = h("input", { type: "text", value: d.text || "中国人民的生活水平不断", "aria-label": "text" });
+    const go = h("button", { type: "button", class: "gpt-update" }, "Update");
+    const error = h("div", { class: "gpt-error", role: "alert" });
+    const table = h("div", { class: "gpt-lens-box" });
+    const caption = h("div", { class: "gpt-caption" },
+      "Each row reads the residual stream at the last character after one more block, through the " +
+      "final LayerNorm and the output head, as if the model stopped there (a “logit lens”). The last " +
+      "row is the model's own prediction. Watch where the guess appears, sharpens or changes its mind.");
+    const status = h("div", { class: "gpt-status" }, "loading the model…");
+    el.replaceChildren(h("div", { class: "gpt-controls" }, entry, go), error, table, caption, status);
+    el.classList.add("gpt-demo");
+    el.gptDemo = { renders: 0 };
+
+    const model = await loadModel(d.model || "news");
+    const c = model.config, vocab = model.vocab;
+    const k = Math.min(c.vocab_size, Math.max(1, Math.floor(Number(d.k) || 5)));
+
+    function render() {
+      const ids = readText(el, model, entry, error);
+      if (!ids) return;
+      const t0 = performance.now();
+      const rows = G.lens(model, ids, k);
+      const ms = performance.now() - t0, last = rows.length - 1;
+      const cellOf = (id, p) => h("td", { title: `${tokenLabel(vocab, id)} ${p.toFixed(4)}` },
+        h("span", { class: "gpt-token" }, tokenLabel(vocab, id)), " ", h("span", { class: "gpt-p" }, p.toFixed(2)),
+        h("div", { class: "gpt-bar" }, h("div", { style: `width: ${(100 * p).toFixed(1)}%; background: #1f77b4` })));
+      table.replaceChildren(h("table", { class: "gpt-lens-table" },
+        h("thead", {}, h("tr", {}, h("th", {}, "read after"), ...range(k).map(i => h("th", {}, `#${i + 1}`)))),
+        h("tbody", {}, ...rows.map((r, b) => h("tr", b === last ? { class: "gpt-lens-final" } : {},
+          h("th", { scope: "row" }, `block ${b}`, b === last ? h("small", {}, " (the model's prediction)") : null),
+          ...r.ids.map((id, j) => cellOf(id, r.probs[j])))))));
+      status.textContent = `the next token after “${showText(vocab, ids)}” (${ids.length} tokens), the top ${k} ` +
+        `after each of ${c.n_layers} blocks · ${Math.round(ms)} ms in your browser`;
+      el.gptDemo = { renders: el.gptDemo.renders + 1, ids, rows: rows.map(r => ({ ids: r.ids.slice(), probs: r.probs.slice() })),
+        error: null };
+      el.dataset.state = "ready";
+    }
+
+    const update = later(el, error, render);
+    go.addEventListener("click", update);
+    entry.addEventListener("keydown", e => { if (e.key === "Enter" && !e.isComposing) update(); });
+    render();
+    el.dataset.state = el.dataset.state || "ready";    // loaded, even if data-text was unreadable
   }
 
   // ------------------------------------------------------------------ chapter 08: the explorer
@@ -386,7 +598,9 @@
   function start() {
     if (!G) return;
     addStyle();
-    const demos = [...document.querySelectorAll(".gpt-explorer")].map(el => [el, explorer])
+    const demos = [...document.querySelectorAll(".gpt-attention")].map(el => [el, attention])
+      .concat([...document.querySelectorAll(".gpt-lens")].map(el => [el, lensView]))
+      .concat([...document.querySelectorAll(".gpt-explorer")].map(el => [el, explorer]))
       .concat([...document.querySelectorAll(".gpt-chat")].map(el => [el, chat]))
       .concat([...document.querySelectorAll(".gpt-compare")].map(el => [el, compare]));
     for (const [el, make] of demos) {

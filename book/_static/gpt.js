@@ -11,10 +11,12 @@
  *   6. generation, with the book's context rule (slide by half a block when full)
  *   7. a conversation (course_utils/chat.py): turns joined by <sep>, replies end at <sep>
  *   8. a classifier (course_utils/finetune.py, GPTClassifier): a linear head on the last hidden state
+ *   9. inside the model (course_utils/interpret.py): attention maps and a next-token lens
  *
  * Every number is a float64 while it is computed and a float32 when it is stored, so the
  * logits agree with PyTorch's float32 forward pass to about 1e-5 (e2e/test_browser_model.py
- * checks 1e-4). Everything hangs off one global, `GPTBook`.
+ * checks 1e-4; e2e/test_inside_model.py checks section 9's attention weights and lens to 1e-5).
+ * Everything hangs off one global, `GPTBook`.
  */
 (function (global) {
   "use strict";
@@ -192,6 +194,7 @@
       this.y = new Float32Array(d);
       this.ff = new Float32Array(c.d_ff);
       this.scores = new Float64Array(c.block_size);
+      this.recording = null;                           // set by inspect() only: see there
       this.resetCache();
     }
 
@@ -232,6 +235,7 @@
         for (let i = 0; i < c.d_ff; i++) this.ff[i] = gelu(this.ff[i]);
         linear(this.y, this.ff, w[p + "mlp.proj.weight"], w[p + "mlp.proj.bias"], c.d_ff, d);
         for (let i = 0; i < d; i++) x[i] += this.y[i];
+        if (this.recording) this.recording.stream[l][pos] = Float32Array.from(x);   // after block l
       }
       this.cacheLength = pos + 1;
       if (!withLogits) return null;
@@ -262,16 +266,25 @@
           for (let t = 0; t <= pos; t++) sum += s[t] * values[t * d + off + i];
           this.att[off + i] = sum / total;
         }
+        if (this.recording) {                          // inspect(): keep this row of weights
+          const row = this.recording.attention[layer][head][pos];
+          for (let t = 0; t <= pos; t++) row[t] = s[t] / total;
+        }
+      }
+    }
+
+    /* Refuse what the position table cannot read: no tokens, or more than block_size. */
+    checkLength(ids) {
+      if (!ids.length) throw new Error("give at least one token");
+      if (ids.length > this.config.block_size) {
+        throw new Error(`${ids.length} tokens exceed block_size=${this.config.block_size}`);
       }
     }
 
     /* The logits after every token of `ids` (a fresh cache): an array of Float32Arrays.
      * lastOnly: only the last position's logits (the others are null). */
     forward(ids, lastOnly = false) {
-      if (!ids.length) throw new Error("give at least one token");
-      if (ids.length > this.config.block_size) {
-        throw new Error(`${ids.length} tokens exceed block_size=${this.config.block_size}`);
-      }
+      this.checkLength(ids);
       this.resetCache();
       return ids.map((id, t) => this.step(id, !lastOnly || t === ids.length - 1));
     }
@@ -280,15 +293,35 @@
      * cache): what GPTClassifier.features pools with pooling="last" for a row without padding.
      * The same steps as forward, without the head; step leaves the residual stream in this.x. */
     features(ids) {
-      if (!ids.length) throw new Error("give at least one token");
-      if (ids.length > this.config.block_size) {
-        throw new Error(`${ids.length} tokens exceed block_size=${this.config.block_size}`);
-      }
+      this.checkLength(ids);
       this.resetCache();
       for (const id of ids) this.step(id, false);
       const w = this.w, out = new Float32Array(this.config.d_model);
       layerNorm(out, this.x, w["ln_f.weight"], w["ln_f.bias"], this.config.d_model, 1e-5);
       return out;
+    }
+
+    /* What the forward pass over `ids` (a fresh cache) computes on the way, for section 9:
+     *   attention[layer][head][t]: query t's weights over the keys (T floats, 0 above the diagonal)
+     *   stream[layer][t]:          the residual stream (d_model floats) after block `layer`
+     * While it runs, `this.recording` holds them; step and attend check it once per block and
+     * once per head, so ordinary generation (recording null) does no extra work. */
+    inspect(ids) {
+      this.checkLength(ids);
+      const c = this.config, T = ids.length;
+      const record = {
+        attention: Array.from({ length: c.n_layers }, () =>
+          Array.from({ length: c.n_heads }, () => Array.from({ length: T }, () => new Float32Array(T)))),
+        stream: Array.from({ length: c.n_layers }, () => new Array(T)),
+      };
+      this.recording = record;
+      try {
+        this.resetCache();
+        for (const id of ids) this.step(id, false);
+      } finally {
+        this.recording = null;
+      }
+      return record;
     }
   }
 
@@ -522,6 +555,49 @@
     return Array.from(softmax(logits));
   }
 
+  // ------------------------------------------------------------------ 9. inside the model
+
+  /* interpret.check_text: the ids of `text` for the views below, or an Error that says what to
+   * change (empty, unreadable, longer than the block). The pages write half-width ASCII
+   * full-width first (vocab.toFullwidth), as for a prompt. */
+  function checkText(vocab, text, blockSize) {
+    if (typeof text !== "string" || !text.trim()) throw new Error("the text is empty: type at least one character");
+    const ids = vocab.encode(text);
+    if (ids.every(i => i === UNK)) {
+      throw new Error(`no character of '${Array.from(text).slice(0, 30).join("")}' is in the vocabulary: try Chinese text like the corpus`);
+    }
+    if (ids.length > blockSize) {
+      throw new Error(`the text has ${ids.length} tokens, more than the model's block of ${blockSize}: shorten it`);
+    }
+    return ids;
+  }
+
+  /* interpret.attention_maps: [layer][head] -> T rows; row t holds query t's attention weights
+   * over keys 0..t (each row sums to 1) and 0 above the diagonal, the causal mask. */
+  function attentionMaps(model, ids) {
+    return model.inspect(ids).attention;
+  }
+
+  /* interpret.next_token_lens at the last position: the residual stream after each block read
+   * through the final LayerNorm and the tied head, as if the model stopped there (the "logit
+   * lens"). Returns one {ids, probs} per block: the k most likely next tokens, most likely first
+   * (ties: the smaller id first). After the last block it is the model's own next-token
+   * distribution, the softmax of forward(ids)'s last row. */
+  function lens(model, ids, k = 5) {
+    const c = model.config, d = c.d_model, w = model.w;
+    if (!(Number.isInteger(k) && k >= 1 && k <= c.vocab_size)) {
+      throw new Error(`k must be a whole number from 1 to the vocabulary's ${c.vocab_size}, got ${k}`);
+    }
+    const { stream } = model.inspect(ids);
+    const h = new Float32Array(d), logits = new Float32Array(c.vocab_size);
+    return stream.map(after => {
+      layerNorm(h, after[ids.length - 1], w["ln_f.weight"], w["ln_f.bias"], d, 1e-5);
+      linear(logits, h, w["tok_emb.weight"], null, d, c.vocab_size);     // the tied head
+      const p = softmax(logits), top = topK(logits, k);
+      return { ids: top, probs: top.map(i => p[i]) };
+    });
+  }
+
   // ------------------------------------------------------------------ the global
 
   const loaded = {};
@@ -541,5 +617,6 @@
     linear, layerNorm, erf, gelu, softmax, order, argmax, topK,
     checkSettings, filterLogits, nextTokenProbs, randomStream, sampleNext,
     contextStart, generate, stopIds, encodePrompt, classify,
+    checkText, attentionMaps, lens,
   };
 })(typeof window !== "undefined" ? window : globalThis);
