@@ -31,39 +31,41 @@ def check_text(vocab: Vocab, text: str, block_size: int) -> list[int]:
     return ids
 
 
+def _caught(model: GPT, ids: list[int], modules, pick) -> list[torch.Tensor]:
+    """Run `model` on `ids` (in eval mode) and return `pick(output)` of each of `modules`, in
+    the order they ran, caught by forward hooks that are removed again."""
+    was_training = model.training
+    model.eval()
+    caught = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: caught.append(pick(out))) for m in modules]
+    try:
+        model(torch.tensor([ids]))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return caught
+
+
 @torch.no_grad()
 def attention_maps(model: GPT, ids: list[int]) -> torch.Tensor:
     """(n_layers, n_heads, T, T): the attention weights of every head of every layer for `ids`.
     Each block's attention is asked for its weights (`return_weights=True`) on the very input it
     gets in the forward pass (its first LayerNorm's output, caught by a hook)."""
     was_training = model.training
-    model.eval()
-    inputs = []
-    hooks = [block.ln1.register_forward_hook(lambda _m, _i, out: inputs.append(out)) for block in model.blocks]
+    model.eval()                                   # no dropout in the weights either
     try:
-        model(torch.tensor([ids]))
+        inputs = _caught(model, ids, [block.ln1 for block in model.blocks], lambda out: out)
+        maps = [block.attn(x, return_weights=True)[1][0] for block, x in zip(model.blocks, inputs, strict=True)]
     finally:
-        for h in hooks:
-            h.remove()
         model.train(was_training)
-    maps = [block.attn(x, return_weights=True)[1][0] for block, x in zip(model.blocks, inputs, strict=True)]
     return torch.stack(maps)
 
 
 @torch.no_grad()
 def residual_stream(model: GPT, ids: list[int]) -> torch.Tensor:
     """(n_layers, T, d_model): the residual stream after each block."""
-    was_training = model.training
-    model.eval()
-    after = []
-    hooks = [block.register_forward_hook(lambda _m, _i, out: after.append(out[0])) for block in model.blocks]
-    try:
-        model(torch.tensor([ids]))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    return torch.stack(after)
+    return torch.stack(_caught(model, ids, model.blocks, lambda out: out[0]))
 
 
 @torch.no_grad()

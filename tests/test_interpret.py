@@ -55,3 +55,18 @@ def test_bad_text_gets_a_clear_message(setup):
     with pytest.raises(ValueError, match="block"):
         interpret.check_text(vocab, "中国" * 9, 16)
     assert interpret.check_text(vocab, "中国", 16) == vocab.encode("中国")
+
+
+def test_a_model_in_training_mode_is_read_without_dropout_and_left_in_training_mode(setup):
+    _, vocab = setup
+    torch.manual_seed(0)
+    noisy = GPT(GPTConfig(vocab_size=len(vocab), block_size=16, d_model=16, n_heads=2, n_layers=2,
+                          d_ff=32, dropout=0.5))
+    ids = vocab.encode("中国人民的生活")
+    noisy.train()
+    maps, stream = interpret.attention_maps(noisy, ids), interpret.residual_stream(noisy, ids)
+    assert noisy.training
+    noisy.eval()
+    assert torch.equal(maps, interpret.attention_maps(noisy, ids))
+    assert torch.equal(stream, interpret.residual_stream(noisy, ids))
+    assert not noisy.training
