@@ -59,6 +59,20 @@ def type_text(tab, selector, text, button=False):
     return state(tab, selector)
 
 
+def type_live(tab, selector, more):
+    """Type `more` at the end of the entry, key by key, with no Enter: the box redraws by itself."""
+    before = state(tab, selector)
+    entry = tab.locator(f"{selector} input[type=text]")
+    entry.press("End")
+    entry.press_sequentially(more, delay=30)
+    tab.wait_for_function(f"() => document.querySelector('{selector}').gptDemo.renders > {before['renders']}",
+                          timeout=30_000)
+    after = state(tab, selector)
+    assert after["renders"] == before["renders"] + 1, "one redraw after the typing stopped"
+    assert after["ids"][:len(before["ids"])] == before["ids"] and len(after["ids"]) == len(before["ids"]) + len(more)
+    return after
+
+
 def choose(tab, selector, name, value):
     before = state(tab, selector)["renders"]
     tab.select_option(f"{selector} select[name={name}]", str(value))
@@ -166,6 +180,9 @@ def test_attention_explorer_redraws(browser, base):
         assert f"weight {weight:.3f}" in readout and "head 1" in readout, readout
         assert f"{weight:.3f}" in cell.locator("title").text_content()
         tab.screenshot(path=artifact("browser", f"{name}_head.png"))
+        picture = tab.inner_html(f"{ATT} .gpt-maps")
+        live = type_live(tab, ATT, "。")
+        assert live["head"] == 1 and tab.inner_html(f"{ATT} .gpt-maps") != picture, "typing did not redraw"
     finally:
         close(context, log, tab, name)
 
@@ -192,6 +209,9 @@ def test_lens_redraws(browser, base):
         assert len(shown) == K and shown[0] == vocab[typed["rows"][-1]["ids"][0]]
         typed = type_text(tab, LENS, "中国人民")                               # Enter works too
         assert typed["renders"] == 3
+        table = tab.inner_html(f"{LENS} .gpt-lens-box")
+        live = type_live(tab, LENS, "的")                                       # and typing alone
+        assert live["rows"] != typed["rows"] and tab.inner_html(f"{LENS} .gpt-lens-box") != table
         tab.screenshot(path=artifact("browser", f"{name}_typed.png"))
     finally:
         close(context, log, tab, name)

@@ -168,6 +168,7 @@
   /* Read the text box (half-width ASCII written full-width first, as for a prompt) as
    * interpret.check_text does: the ids, or null after putting the message in `error`. */
   function readText(el, model, entry, error) {
+    el.gptLastText = entry.value;
     try {
       const ids = G.checkText(model.vocab, model.vocab.toFullwidth(entry.value), model.config.block_size);
       error.textContent = "";
@@ -190,6 +191,19 @@
         try { work(); } catch (err) { error.textContent = `something went wrong: ${err.message}`; el.dataset.state = "error"; }
       }, 0);
     };
+  }
+
+  /* Redraw while the reader types: `update` 300 ms after the last keystroke (never in the middle
+   * of an input-method composition), unless the text is the one read last. Enter and the Update
+   * button still redraw at once. */
+  function whileTyping(el, entry, update) {
+    let timer = null;
+    const schedule = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => { if (entry.value !== el.gptLastText) update(); }, 300);
+    };
+    entry.addEventListener("input", e => { if (!e.isComposing) schedule(); });
+    entry.addEventListener("compositionend", schedule);
   }
 
   function range(n) { return Array.from({ length: n }, (_, i) => i); }
@@ -301,6 +315,7 @@
     const update = later(el, error, () => { if (read()) draw(); });
     go.addEventListener("click", update);
     entry.addEventListener("keydown", e => { if (e.key === "Enter" && !e.isComposing) update(); });
+    whileTyping(el, entry, update);
     const redraw = later(el, error, draw);
     layer.addEventListener("change", redraw);
     head.addEventListener("change", redraw);
@@ -353,6 +368,7 @@
     const update = later(el, error, render);
     go.addEventListener("click", update);
     entry.addEventListener("keydown", e => { if (e.key === "Enter" && !e.isComposing) update(); });
+    whileTyping(el, entry, update);
     render();
     el.dataset.state = el.dataset.state || "ready";    // loaded, even if data-text was unreadable
   }
