@@ -175,9 +175,10 @@ batch = pref.rollout(policy_start, one, 24, vocab, generator=gen)
 logp = pref.token_logprobs(policy_start, batch.ids, batch.prompt_len, batch.mask)
 ref_logp = pref.token_logprobs(reference, batch.ids, batch.prompt_len, batch.mask)
 rewards = reward_fn(batch.ids)
-for text, r, lp, n in zip(pref.continuation_texts(vocab, batch), rewards, logp.sum(1), batch.mask.sum(1), strict=True):
+texts = pref.continuation_texts(vocab, batch)
+for text, r, lp, n in zip(texts, rewards, logp.detach().sum(1), batch.mask.sum(1), strict=True):
     print(f"reward {r:.3f}  log pi {lp:7.2f} over {int(n):2d} tokens  {train_prompts[0]}|{text}")
-print("log pi - log pi_ref (the policy is still the reference):", float((logp - ref_logp).abs().max()))
+print("log pi - log pi_ref (the policy is still the reference):", float((logp.detach() - ref_logp).abs().max()))
 
 # %% [markdown]
 # ## 5. RLHF: REINFORCE with a KL penalty
@@ -335,8 +336,12 @@ for i in range(4):
         print(f"{name:8s} {r['texts'][i]}")
     print()
 for name, r in results.items():
-    pairs = Counter(t[i:i + 2] for t in r["texts"] for i in range(4, len(t) - 1))
+    written = [t[4:].replace("<unk>", "□") for t in r["texts"]]      # □: one character outside the vocabulary
+    pairs = Counter(w[i:i + 2] for w in written for i in range(len(w) - 1))
     print(f"{name:8s} most frequent character pairs:", " ".join(f"{g} {c}" for g, c in pairs.most_common(6)))
+config.claim("within one continuation the tuned policies repeat themselves no more than the untuned one "
+             f"(repetition: untuned {u['repetition']:.3f}, RLHF {results['RLHF']['repetition']:.3f}, "
+             f"DPO {results['DPO']['repetition']:.3f})", all(results[k]["repetition"] <= u["repetition"] for k in ("RLHF", "DPO")))
 
 # %% [markdown]
 # Both methods move the share of positive reviews a long way in a few hundred steps, and the
@@ -345,7 +350,7 @@ for name, r in results.items():
 # the KL column and in distinct-2: the tuned policy has drifted from the reference and uses
 # fewer different phrases across prompts (its favourites come back from prompt to prompt: the
 # most frequent pairs above), although within one continuation it repeats itself no more than before
-# (the repetition column). In RLHF the KL coefficient sets that price directly; in DPO it is
+# (the claim above). In RLHF the KL coefficient sets that price directly; in DPO it is
 # $\beta$, indirectly, through the pairs.
 #
 # ## 8. Reward hacking, on purpose
@@ -367,13 +372,16 @@ config.claim(f"without the penalty the reward rises higher ({h['mean reward']:.3
              f"({h['distinct-2']:.3f} against {u['distinct-2']:.3f}) and the KL exceeds 1 nat per token "
              f"({h['KL per token']:.2f})",
              h["mean reward"] > r["mean reward"] and h["distinct-2"] < u["distinct-2"] / 2 and h["KL per token"] > 1)
+config.claim(f"the judge is fooled too: it calls {h['positive (judge)']:.1%} of these texts positive, "
+             f"against {r['positive (judge)']:.1%} for RLHF's", h["positive (judge)"] >= r["positive (judge)"])
 
 # %% [markdown]
 # The reward model is satisfied and the text is no longer a review: what the classifier pays
-# for, over and over. Whether the judge is fooled as well depends on what the policy found (the
-# table says; a character-n-gram judge likes a positive word however often it comes); diversity
-# and the KL expose it either way. This is **reward hacking** (Goodhart's law: a measure that becomes a target stops being a
-# good measure), and it is why RLHF keeps the KL penalty, why InstructGPT mixed pretraining
+# for, over and over. The independent judge is fooled as well (the claim above): a judge that
+# counts character n-grams likes a positive word however often it comes. Only diversity, the KL
+# and reading the text expose it, so a second judge is necessary but not sufficient. This is
+# **reward hacking** (Goodhart's law: a measure that becomes a target stops being a good
+# measure), and it is why RLHF keeps the KL penalty, why InstructGPT mixed pretraining
 # gradients back in, and why reward models are retrained on the policy's new outputs.
 #
 # ## 9. What this means for ChatGPT
@@ -504,6 +512,7 @@ _ = ch14.check_kl(kl)
 #   advantage over the leave-one-out baseline. **DPO** turns the same objective into a loss on
 #   (preferred, rejected) pairs, with no reward in the loss.
 # - Judge the result with a measure you did not optimise (an independent classifier), the KL and
-#   the diversity; a reward that rises while they fall is **reward hacking**.
+#   the diversity, and read the text; a reward that rises while the text degenerates is **reward
+#   hacking**, and a second classifier can be fooled by the same trick (section 8).
 # - The two tasks of the course meet: chapter 10's classifier taught chapter 10's language model
 #   what a positive review is.
