@@ -72,6 +72,19 @@
     return ids.map(i => i === G.SEP ? "↵" : i < 3 ? "" : vocab.idx2token[i]).join("");
   }
 
+  /* Run `work` after the current event, once per burst; a failure is shown, never thrown. */
+  function later(el, error, work) {
+    let scheduled = false;
+    return () => {
+      if (scheduled) return;
+      scheduled = true;
+      setTimeout(() => {
+        scheduled = false;
+        try { work(); } catch (err) { error.textContent = `something went wrong: ${err.message}`; el.dataset.state = "error"; }
+      }, 0);
+    };
+  }
+
   const STYLE = `
 .gpt-demo { border: 1px solid var(--pst-color-border, #ccc); border-radius: 6px; padding: .8em 1em;
   margin: 1em 0; font-size: .95em; }
@@ -178,19 +191,6 @@
       el.gptDemo.error = err.message;
       return null;
     }
-  }
-
-  /* Run `work` after the current event, once per burst; a failure is shown, never thrown. */
-  function later(el, error, work) {
-    let scheduled = false;
-    return () => {
-      if (scheduled) return;
-      scheduled = true;
-      setTimeout(() => {
-        scheduled = false;
-        try { work(); } catch (err) { error.textContent = `something went wrong: ${err.message}`; el.dataset.state = "error"; }
-      }, 0);
-    };
   }
 
   /* Redraw while the reader types: `update` 300 ms after the last keystroke (never in the middle
@@ -444,15 +444,7 @@
       el.dataset.state = "ready";
     }
 
-    let scheduled = false;                              // coalesce a burst of slider events
-    function schedule() {
-      if (scheduled) return;
-      scheduled = true;
-      setTimeout(() => {
-        scheduled = false;
-        try { render(); } catch (err) { error.textContent = `something went wrong: ${err.message}`; el.dataset.state = "error"; }
-      }, 0);
-    }
+    const schedule = later(el, error, render);          // coalesce a burst of slider events
     prompt.addEventListener("input", schedule);
     for (const x of Object.values(s)) x.input.addEventListener("input", schedule);
     render();
@@ -596,11 +588,7 @@
       el.dataset.state = "ready";
     }
 
-    function schedule() {
-      setTimeout(() => {
-        try { render(); } catch (err) { error.textContent = `something went wrong: ${err.message}`; el.dataset.state = "error"; }
-      }, 0);
-    }
+    const schedule = later(el, error, render);
     go.addEventListener("click", schedule);
     prompt.addEventListener("keydown", e => { if (e.key === "Enter" && !e.isComposing) schedule(); });
     seed.addEventListener("change", schedule);
