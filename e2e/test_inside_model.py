@@ -45,6 +45,13 @@ def state(tab, selector):
     return tab.eval_on_selector(selector, "el => el.gptDemo")
 
 
+def redrawn(tab, selector, renders):
+    """Wait until the box has drawn more than `renders` times; its state then."""
+    tab.wait_for_function(f"() => document.querySelector('{selector}').gptDemo.renders > {renders}",
+                          timeout=30_000)
+    return state(tab, selector)
+
+
 def type_text(tab, selector, text, button=False):
     """Type `text` into the box's entry, press Enter (or its Update button), wait for the new picture."""
     before = state(tab, selector)["renders"]
@@ -54,9 +61,7 @@ def type_text(tab, selector, text, button=False):
         tab.click(f"{selector} .gpt-update")
     else:
         entry.press("Enter")
-    tab.wait_for_function(f"() => document.querySelector('{selector}').gptDemo.renders > {before}",
-                          timeout=30_000)
-    return state(tab, selector)
+    return redrawn(tab, selector, before)
 
 
 def type_live(tab, selector, more):
@@ -65,9 +70,7 @@ def type_live(tab, selector, more):
     entry = tab.locator(f"{selector} input[type=text]")
     entry.press("End")
     entry.press_sequentially(more, delay=30)
-    tab.wait_for_function(f"() => document.querySelector('{selector}').gptDemo.renders > {before['renders']}",
-                          timeout=30_000)
-    after = state(tab, selector)
+    after = redrawn(tab, selector, before["renders"])
     assert after["renders"] == before["renders"] + 1, "one redraw after the typing stopped"
     assert after["ids"][:len(before["ids"])] == before["ids"] and len(after["ids"]) == len(before["ids"]) + len(more)
     return after
@@ -76,9 +79,7 @@ def type_live(tab, selector, more):
 def choose(tab, selector, name, value):
     before = state(tab, selector)["renders"]
     tab.select_option(f"{selector} select[name={name}]", str(value))
-    tab.wait_for_function(f"() => document.querySelector('{selector}').gptDemo.renders > {before}",
-                          timeout=30_000)
-    return state(tab, selector)
+    return redrawn(tab, selector, before)
 
 
 def max_diff(page, reference) -> float:
